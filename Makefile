@@ -1,0 +1,47 @@
+# stn_lab developer commands. `make install` then `make test` is the whole set-up.
+PY ?= .venv/bin/python
+DATA ?= $(or $(STN_LAB_DATA),data)
+ARGS ?=
+
+.PHONY: install test test-all train lint format data compare bench clean
+
+install:
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+
+test:
+	$(PY) -m pytest -m "not slow" -q
+
+test-all:
+	$(PY) -m pytest -q
+
+train:
+	$(PY) -m stn_lab.train $(ARGS)
+
+lint:
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+format:
+	$(PY) -m ruff check --fix src tests
+	$(PY) -m ruff format src tests
+
+# Fashion-MNIST from Debian's package where we are root with apt; MNIST and CIFAR10 through
+# torchvision when online. Then every dataset is reported as ready or missing (with the fix).
+data:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q dataset-fashion-mnist; } || \
+		echo "could not install dataset-fashion-mnist with apt"; \
+	else \
+		echo "Not root with apt: install Fashion-MNIST with 'sudo apt-get install dataset-fashion-mnist'," \
+			"or copy its four IDX files into $(DATA)/FashionMNIST/raw"; \
+	fi
+	$(PY) -m stn_lab.data.fetch --data-dir $(DATA)
+
+compare:
+	$(PY) -m stn_lab.compare $(ARGS)
+
+clean:
+	rm -rf logs results .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Data: raw-file readers (``sources``), batched distortions, and the LightningDataModules."""

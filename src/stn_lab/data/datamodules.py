@@ -1,0 +1,264 @@
+"""LightningDataModules: whole datasets held as uint8 tensors, distorted in batches on the device.
+
+One base class does the work; each dataset subclass only says how to load its raw tensors and
+what its classes and normalisation are.
+
+- The official test split stays the test split; validation is drawn from train with a fixed
+  generator (``eval_seed``), so every run of a sweep validates on the same images.
+- Validation and test images are distorted once, from ``eval_seed`` and each sample's index, so
+  every model is scored on the same images. Training images are distorted afresh in every batch
+  (``on_after_batch_transfer``, so on the GPU when training there), from the global RNG that
+  ``seed_everything`` seeds.
+- Batches are gathered by tensor indexing (a ``BatchSampler`` feeding ``TensorDataset``): no
+  per-sample Python in the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import TensorDataset
+
+from stn_lab.data import sources
+from stn_lab.data.distortions import Distortion
+
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+EVAL_CHUNK = 2048
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base DataModule; subclasses set the class attributes and implement :meth:`load`."""
+
+    name: str = "images"
+    channels: int = 1
+    raw_size: int = 28
+    mean: Sequence[float] = (0.5,)
+    std: Sequence[float] = (0.5,)
+    class_names: list[str] = [str(i) for i in range(10)]
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int | float = 5000,
+        num_workers: int = 0,
+        distortion: Distortion | None = None,
+        eval_seed: int = 0,
+        download: bool = True,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir) if data_dir else sources.default_data_dir()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.num_workers = num_workers
+        self.distortion = distortion
+        self.eval_seed = eval_seed
+        self.download = download
+        self.image_size = distortion.out_size(self.raw_size) if distortion else self.raw_size
+        self.splits: dict[str, TensorDataset] = {}
+
+    # --- what a subclass provides -------------------------------------------------------
+    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"train": (images, labels), "test": (...)}``; images uint8 ``[N, C, H, W]``."""
+        raise NotImplementedError
+
+    # --- shape facts the model is built from ---------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        return self.channels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- Lightning hooks -----------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self.load()
+        train_x, train_y = raw["train"]
+        n_val = self._val_count(len(train_x))
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.eval_seed))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        test_x, test_y = raw["test"]
+        self.splits = {
+            "train": TensorDataset(train_x[train_idx], train_y[train_idx]),
+            "val": TensorDataset(self._distort_once(train_x[val_idx], val_idx, 1), train_y[val_idx]),
+            "test": TensorDataset(
+                self._distort_once(test_x, torch.arange(len(test_x)), 2), test_y
+            ),
+        }
+
+    def _val_count(self, n_train: int) -> int:
+        n_val = int(round(self.val_size * n_train)) if self.val_size < 1 else int(self.val_size)
+        if not 0 < n_val < n_train:
+            raise ValueError(f"val_size {self.val_size} leaves no train or no val data ({n_train})")
+        return n_val
+
+    def _distort_once(self, images: torch.Tensor, index: torch.Tensor, split: int) -> torch.Tensor:
+        """Distort an evaluation split; sample ``i``'s parameters depend on the seed and ``i``."""
+        if self.distortion is None:
+            return images
+        size = images.shape[-1]
+        n_rows = int(index.max()) + 1 if len(index) else 0
+        generator = torch.Generator().manual_seed(self.eval_seed * 1000 + split)
+        table = self.distortion.sample(n_rows, size, generator=generator)
+        out = []
+        for start in range(0, len(images), EVAL_CHUNK):
+            chunk = slice(start, start + EVAL_CHUNK)
+            warped = self.distortion.apply(images[chunk].float() / 255, table[index[chunk]])
+            out.append((warped * 255).round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        batch = self.batch_size if split == "train" else self.eval_batch_size
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        return DataLoader(
+            dataset,
+            batch_size=None,  # the BatchSampler hands whole index lists to TensorDataset
+            sampler=BatchSampler(order, batch, drop_last=False),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 batch -> normalised float batch, with a fresh random distortion when training."""
+        x = images.float().div_(255)
+        if train and self.distortion is not None:
+            x = self.distortion(x)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.prepare_images(images, train=training), labels
+
+    def fixed_batch(self, stage: str = "test", n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` images of an evaluation split, model-ready, on the CPU."""
+        self.setup()
+        images, labels = self.splits[stage][:n]
+        return self.prepare_images(images, train=False), labels
+
+
+class IDXDataModule(ImageDataModule):
+    """A dataset stored as four IDX files in torchvision's layout (``<root>/<folder>/raw``)."""
+
+    folder_name = ""
+    system_dirs: Sequence[Path] = ()
+
+    def prepare_data(self) -> None:
+        sources.ensure_idx_dataset(
+            self.name, self.data_dir, self.folder_name, self.download, self.system_dirs
+        )
+
+    def load(self):
+        folder = sources.ensure_idx_dataset(
+            self.name, self.data_dir, self.folder_name, self.download, self.system_dirs
+        )
+        return {split: sources.load_idx_split(folder, split) for split in ("train", "test")}
+
+
+class MNISTDataModule(IDXDataModule):
+    name, folder_name = "mnist", "MNIST"
+    mean, std = (0.1307,), (0.3081,)
+
+
+class FashionMNISTDataModule(IDXDataModule):
+    """Fashion-MNIST; also copied from Debian's ``dataset-fashion-mnist`` when installed."""
+
+    name, folder_name = "fashion_mnist", "FashionMNIST"
+    mean, std = (0.2860,), (0.3530,)
+    class_names = FASHION_CLASSES
+
+    def __init__(self, *args, system_dirs: Sequence[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.system_dirs = (
+            sources.debian_fashion_dirs() if system_dirs is None else [Path(d) for d in system_dirs]
+        )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    name, channels, raw_size = "cifar10", 3, 32
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    class_names = CIFAR10_CLASSES
+
+    def prepare_data(self) -> None:
+        sources.ensure_cifar10(self.data_dir, self.download)
+
+    def load(self):
+        folder = sources.ensure_cifar10(self.data_dir, self.download)
+        return {split: sources.load_cifar_split(folder, split) for split in ("train", "test")}
+
+
+class SyntheticDataModule(ImageDataModule):
+    """Learnable toy images for tests: class ``k`` is a bright bar at its own place and angle.
+
+    Generated from ``eval_seed`` alone, so it is identical across runs and needs no files.
+    """
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        *args,
+        num_train: int = 512,
+        num_test: int = 256,
+        image_size: int = 28,
+        channels: int = 1,
+        num_classes: int = 10,
+        **kwargs,
+    ):
+        self.raw_size, self.channels = image_size, channels
+        self.class_names = [f"class_{k}" for k in range(num_classes)]
+        self.mean, self.std = (0.1,) * channels, (0.25,) * channels
+        self.num_train, self.num_test = num_train, num_test
+        kwargs.setdefault("val_size", 0.1)
+        super().__init__(*args, **kwargs)
+
+    def _make(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        size, k = self.raw_size, self.num_classes
+        labels = torch.randint(0, k, (n,), generator=generator)
+        coords = torch.linspace(-1, 1, size)
+        yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+        angle = labels.float() * (torch.pi / k)
+        offset = (labels.float() / max(k - 1, 1) - 0.5) * 0.8
+        # Distance of each pixel from the class's line through (offset, offset) at its angle.
+        dist = (xx - offset.view(-1, 1, 1)) * torch.sin(angle).view(-1, 1, 1) - (
+            yy - offset.view(-1, 1, 1)
+        ) * torch.cos(angle).view(-1, 1, 1)
+        bars = (dist.abs() < 0.15).float() * (xx.abs() < 0.7) * (yy.abs() < 0.7)
+        noise = 0.1 * torch.rand(n, size, size, generator=generator)
+        images = ((bars + noise).clamp(0, 1) * 255).to(torch.uint8)
+        return images.unsqueeze(1).repeat(1, self.channels, 1, 1), labels
+
+    def load(self):
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        return {"train": self._make(self.num_train, generator),
+                "test": self._make(self.num_test, generator)}  # fmt: skip

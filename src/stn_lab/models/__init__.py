@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` building blocks: transform families, localisers, classifiers and the STN."""

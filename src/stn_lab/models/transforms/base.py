@@ -1,0 +1,46 @@
+"""The contract every transform family fulfils, plus a base for families that are 2x3 matrices."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TransformFamily(nn.Module):
+    """A parameterised family of spatial transforms.
+
+    Subclasses set ``num_params``, implement :meth:`identity` and :meth:`grid`. The grid maps
+    each output location (normalised to [-1, 1], as ``grid_sample`` expects) to the input
+    location it samples from.
+    """
+
+    num_params: int
+
+    def identity(self) -> torch.Tensor:
+        """Parameters (shape ``[num_params]``) for which :meth:`grid` is the identity."""
+        raise NotImplementedError
+
+    def grid(
+        self, theta: torch.Tensor, out_shape: tuple[int, int, int, int], align_corners: bool
+    ) -> torch.Tensor:
+        """Sampling grid ``[N, H_out, W_out, 2]`` for parameters ``theta`` of shape ``[N, P]``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_params={self.num_params}"
+
+
+class MatrixTransform(TransformFamily):
+    """A family whose members are 2x3 affine matrices; subclasses only build the matrix."""
+
+    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
+        """The ``[N, 2, 3]`` affine matrix for parameters ``theta``."""
+        raise NotImplementedError
+
+    def grid(
+        self, theta: torch.Tensor, out_shape: tuple[int, int, int, int], align_corners: bool
+    ) -> torch.Tensor:
+        # Grid generation stays in fp32 even under autocast: bf16 coordinates lose whole pixels.
+        matrix = self.matrix(theta.float())
+        return F.affine_grid(matrix, list(out_shape), align_corners=align_corners)

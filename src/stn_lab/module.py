@@ -1,0 +1,128 @@
+"""ClassifierModule: the one LightningModule, for STN and CNN alike (loop, loss, metrics, optimiser).
+
+It follows the shape of Lightning's ``backbone_image_classifier`` example: the network is built
+elsewhere and handed in; this class only trains it. The optimiser and scheduler arrive as
+partials from Hydra (``_partial_: true``), so swapping Adam for SGD is a config override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+STAGES = ("train", "val", "test")
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of ``network`` with accuracy, loss and per-class accuracy.
+
+    Logged keys: ``<stage>/loss``, ``<stage>/acc`` and ``<stage>/acc_class_<k>`` for ``val`` and
+    ``test``. After testing, :attr:`test_results` holds the numbers ``metrics.json`` records.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+    ):
+        super().__init__()
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        # Keys get a suffix: a ModuleDict key "train" would clash with nn.Module.train.
+        self.stage_metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": MetricCollection(
+                    {
+                        "acc": MulticlassAccuracy(num_classes, average="micro"),
+                        "loss": MeanMetric(),
+                        # Per-class accuracy only where it is reported (keeps the train step lean).
+                        **(
+                            {"acc_class": MulticlassAccuracy(num_classes, average="none")}
+                            if stage != "train"
+                            else {}
+                        ),
+                    }
+                )
+                for stage in STAGES
+            }
+        )
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_results: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        metrics = self.stage_metrics[f"{stage}_metrics"]
+        preds = logits.argmax(dim=1)
+        metrics["acc"].update(preds, y)
+        if "acc_class" in metrics:
+            metrics["acc_class"].update(preds, y)
+        metrics["loss"].update(loss.detach(), weight=len(y))
+        if stage == "test":
+            self.confusion.update(preds, y)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = self.stage_metrics[f"{stage}_metrics"]
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(
+            {f"{stage}/acc": values["acc"], f"{stage}/loss": values["loss"]},
+            prog_bar=stage != "test",
+        )
+        if stage != "train":
+            self.log_dict({f"{stage}/acc_class_{k}": v for k, v in enumerate(values["acc_class"])})
+        return values
+
+    def on_train_epoch_end(self):
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self):
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self):
+        values = self._log_epoch("test")
+        self.test_results = {
+            "acc": float(values["acc"]),
+            "loss": float(values["loss"]),
+            "acc_per_class": [float(v) for v in values["acc_class"]],
+            "confusion_matrix": self.confusion.compute().long().tolist(),
+        }
+        self.confusion.reset()
+
+    def configure_optimizers(self):
+        # Each group's lr is the optimiser's lr times the group's multiplier (STN lr_mult).
+        probe = self.optimizer_factory([torch.zeros(1, requires_grad=True)])
+        base_lr = probe.defaults["lr"]
+        groups = [
+            {"params": g["params"], "lr": base_lr * g.get("lr_mult", 1.0)}
+            for g in self.network.param_groups()
+        ]
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

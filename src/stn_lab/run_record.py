@@ -1,0 +1,69 @@
+"""What a finished (or failed) run leaves behind for ``compare``: ``metrics.json``.
+
+The file is written atomically (temporary file, then rename), so a crash mid-write never leaves
+a half file that ``compare`` could read as valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+NOT_APPLICABLE = "n/a"
+# Groups that only shape the STN: for a plain CNN their choice changes nothing.
+STN_ONLY_GROUPS = ("localiser", "activation", "transform")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_choices(choices: dict[str, str | None], has_stn: bool) -> dict[str, str | None]:
+    """The Hydra group choices worth recording; STN-only groups are ``n/a`` without an STN."""
+    recorded = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    if not has_stn:
+        recorded.update({group: NOT_APPLICABLE for group in STN_ONLY_GROUPS})
+    return recorded
+
+
+def metrics_record(
+    *,
+    status: str,
+    seed: int,
+    choices: dict,
+    overrides: list[str],
+    error: str | None = None,
+    class_names: list[str] | None = None,
+    test: dict | None = None,
+    seconds_per_epoch: list[float] | None = None,
+    params: dict | None = None,
+    best_checkpoint: str | None = None,
+) -> dict:
+    seconds = seconds_per_epoch or []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "error": error,
+        "seed": seed,
+        "choices": choices,
+        "overrides": overrides,
+        "class_names": class_names,
+        "test": test,
+        "epochs": len(seconds),
+        "seconds_per_epoch": seconds,
+        "params": params,
+        "best_checkpoint": best_checkpoint,
+    }

@@ -1,0 +1,142 @@
+"""Train one model (or, with ``-m``, a sweep): ``python -m stn_lab.train model=stn data=...``.
+
+Flow: seed everything -> build the DataModule -> build the network for the data's shape -> wrap it
+in :class:`ClassifierModule` -> fit -> test on the best checkpoint -> write ``metrics.json``.
+Everything lands in the run's Hydra output directory (``logs/runs/...`` or
+``logs/multiruns/.../<job>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from stn_lab.config_path import CONFIG_DIR
+from stn_lab.data.sources import DataError
+from stn_lab.epoch_log import EpochSummary
+from stn_lab.module import ClassifierModule
+from stn_lab.run_record import metrics_record, record_choices, write_json_atomic
+
+log = logging.getLogger("stn_lab")
+
+# A short random id makes run directories unique even for jobs started in the same second.
+OmegaConf.register_new_resolver("run_id", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad option value, missing data): shown as one line."""
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line message for errors caused by input, or ``None`` for real bugs."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, (DataError, UserError, ValueError)):
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def build(cfg: DictConfig):
+    """Seeded DataModule, network and LightningModule for ``cfg`` (no trainer)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    network = instantiate(
+        cfg.model,
+        in_channels=datamodule.in_channels,
+        image_size=datamodule.image_size,
+        num_classes=datamodule.num_classes,
+    )
+    module = ClassifierModule(
+        network,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=datamodule.num_classes,
+    )
+    return datamodule, network, module
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> dict:
+    """Run one training job in ``run_dir`` and return its ``metrics.json`` record."""
+    datamodule, network, module = build(cfg)
+    summary = EpochSummary()
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="epoch{epoch:03d}-val_acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(str(run_dir), name="csv", version=""),
+        callbacks=[summary, checkpoint],
+    )
+    counts = network.parameter_counts()
+    log.info("run dir: %s", run_dir)
+    log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
+    trainer.fit(module, datamodule=datamodule)
+    best = checkpoint.best_model_path or None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    results = module.test_results
+    log.info("test acc %.2f%% | test loss %.4f", 100 * results["acc"], results["loss"])
+    record = metrics_record(
+        status="completed",
+        seed=cfg.seed,
+        choices=record_choices(choices, network.has_stn),
+        overrides=overrides,
+        class_names=list(datamodule.class_names),
+        test=results,
+        seconds_per_epoch=[round(s, 3) for s in summary.seconds_per_epoch],
+        params=counts,
+        best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
+    )
+    write_json_atomic(run_dir / "metrics.json", record)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = dict(hydra_cfg.runtime.choices)
+    overrides = list(hydra_cfg.overrides.task)
+    try:
+        record = train(cfg, run_dir, choices, overrides)
+    except Exception as err:
+        message = user_error_message(err)
+        has_stn = cfg.model.get("stn") is not None
+        write_json_atomic(
+            run_dir / "metrics.json",
+            metrics_record(
+                status="failed",
+                seed=cfg.seed,
+                choices=record_choices(choices, has_stn),
+                overrides=overrides,
+                error=message or f"{type(err).__name__}: {err}".splitlines()[0],
+            ),
+        )
+        if message is None:
+            raise  # a bug: keep the traceback
+        log.error("error: %s", message)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None  # one bad job must not stop the sweep; compare lists it as failed
+        sys.exit(2)
+    return record["test"]["acc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared test helpers: compose Hydra configs, and write small datasets in the real file formats."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from stn_lab.config_path import CONFIG_DIR
+
+
+def compose_cfg(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as an IDX file, exactly as the MNIST distribution does."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + array.tobytes())
+
+
+def make_idx_dataset(folder: Path, n_train: int = 120, n_test: int = 40, size: int = 28, seed=0):
+    """Four IDX files (train/test images and labels) with random pixels and balanced labels."""
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, size, size)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return folder
+
+
+def make_cifar_dataset(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
+    """``cifar-10-batches-py`` with five train batches and a test batch of ``per_batch`` images."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [i % 10 for i in range(per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    return folder
+
+
+@pytest.fixture
+def quiet_trainer_overrides() -> list[str]:
+    return ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

@@ -1,0 +1,373 @@
+"""Tests for stn_lab.viz: PNG writers, confusion CSV, Grad-CAM known answer, RunArtefacts."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import struct
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import lightning as L  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from stn_lab.viz import (  # noqa: E402
+    GradCAM,
+    RunArtefacts,
+    load_epoch_metrics,
+    plot_confusion_matrix,
+    plot_curves,
+    plot_gradcam,
+    plot_stn_epochs,
+    plot_stn_grid,
+    read_confusion_csv,
+    write_confusion_csv,
+)
+
+# Lightning's own deprecation noise from torch's pytree, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, after checking the magic bytes."""
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def assert_png(path: Path, figsize: tuple[float, float], dpi: int) -> None:
+    assert png_size(path) == (round(figsize[0] * dpi), round(figsize[1] * dpi))
+
+
+# --------------------------------------------------------------------------- stn grids
+@pytest.mark.parametrize("channels", [1, 3])
+def test_plot_stn_grid_writes_png_of_expected_size(tmp_path, channels):
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(10, channels, 16, 16, generator=g)
+    transformed = torch.randn(10, channels, 12, 12, generator=g)
+    out = plot_stn_grid(
+        inputs, transformed, tmp_path / "sub" / "stn.png", nrow=4, figsize=(6, 3), dpi=50
+    )
+    assert out == tmp_path / "sub" / "stn.png"
+    assert_png(out, (6, 3), 50)
+
+
+def test_plot_stn_grid_default_size_and_constant_image(tmp_path):
+    inputs = torch.zeros(3, 1, 8, 8)  # constant images must not divide by zero
+    out = plot_stn_grid(inputs, inputs.clone(), tmp_path / "stn.png")
+    w, h = png_size(out)
+    assert (w, h) == (round((2 * 1.25 * 3 + 0.5) * 100), round((1.25 + 0.75) * 100))
+
+
+def test_plot_stn_grid_rejects_bad_shapes(tmp_path):
+    with pytest.raises(ValueError):
+        plot_stn_grid(torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8), tmp_path / "x.png")
+    with pytest.raises(ValueError):
+        plot_stn_grid(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8), tmp_path / "x.png")
+
+
+def test_plot_stn_epochs(tmp_path):
+    inputs = torch.randn(5, 3, 10, 10)
+    snaps = {10: torch.randn(5, 3, 8, 8), 1: torch.randn(5, 3, 8, 8)}
+    out = plot_stn_epochs(inputs, snaps, tmp_path / "stn_epochs.png", figsize=(7, 4.5), dpi=40)
+    assert_png(out, (7, 4.5), 40)
+    out = plot_stn_epochs(inputs, snaps, tmp_path / "default.png")
+    assert png_size(out) == (600, 300)  # (5 images + 1 in labels) x (3 rows) at 100 dpi
+
+
+# --------------------------------------------------------------------------- confusion
+def test_confusion_png_and_csv_round_trip(tmp_path):
+    names = ["cat", "dog, big", "emu"]  # a comma must survive the CSV
+    counts = [[5, 1, 0], [2, 7, 1], [0, 0, 0]]  # an empty row must not divide by zero
+    out = plot_confusion_matrix(counts, names, tmp_path / "cm.png", figsize=(4, 4), dpi=60)
+    assert_png(out, (4, 4), 60)
+    out = plot_confusion_matrix(torch.tensor(counts), names, tmp_path / "cm_default.png")
+    assert png_size(out) == (450, 450)  # 0.5 * 3 + 3 inches at 100 dpi
+
+    csv_path = write_confusion_csv(np.array(counts), names, tmp_path / "cm.csv")
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][1:] == names
+    assert [r[0] for r in rows[1:]] == names
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == counts
+    matrix, read_names = read_confusion_csv(csv_path)
+    assert read_names == names
+    assert matrix.tolist() == counts
+
+
+def test_confusion_shape_mismatch(tmp_path):
+    with pytest.raises(ValueError):
+        write_confusion_csv([[1, 2], [3, 4]], ["a", "b", "c"], tmp_path / "cm.csv")
+
+
+# --------------------------------------------------------------------------- curves
+def _write_sparse_metrics(path: Path) -> None:
+    """A metrics.csv shaped like CSVLogger's: each row fills only some columns."""
+    rows = [
+        {"epoch": 0, "step": 3, "val/acc": 0.5, "val/loss": 1.2},
+        {"epoch": 0, "step": 3, "train/acc": 0.4, "train/loss": 1.5},
+        {"epoch": 1, "step": 7, "val/acc": 0.7, "val/loss": 0.9},
+        {"epoch": 1, "step": 7, "train/acc": 0.6, "train/loss": 1.0},
+        {"epoch": 1, "step": 7, "train/loss": 0.8},  # two values in an epoch: averaged
+    ]
+    keys = ["epoch", "step", "train/acc", "train/loss", "val/acc", "val/loss"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_load_epoch_metrics_and_plot_curves(tmp_path):
+    csv_path = tmp_path / "metrics.csv"
+    _write_sparse_metrics(csv_path)
+    metrics = load_epoch_metrics(csv_path)
+    assert metrics["val/acc"] == {0: 0.5, 1: 0.7}
+    assert metrics["train/loss"] == pytest.approx({0: 1.5, 1: 0.9})
+    out = plot_curves(csv_path, tmp_path / "curves.png", figsize=(8, 3), dpi=50)
+    assert_png(out, (8, 3), 50)
+
+
+def test_plot_curves_skips_missing_columns(tmp_path):
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,train/loss_epoch,lr\n0,1,2.0,\n1,2,1.5,\n,3,,0.1\n")
+    assert load_epoch_metrics(csv_path) == {"train/loss": {0: 2.0, 1: 1.5}}
+    out = plot_curves(csv_path, tmp_path / "curves.png")
+    assert png_size(out) == (1000, 400)
+    with pytest.raises(FileNotFoundError):
+        plot_curves(tmp_path / "missing.csv", tmp_path / "none.png")
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+def _one_pixel_model(stride: int) -> nn.Sequential:
+    """conv (centre tap) -> ReLU -> global max pool -> linear: class 0 score = the bright pixel."""
+    conv = nn.Conv2d(1, 2, 3, stride=stride, padding=1, bias=False)
+    linear = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0  # channel 0 copies the input
+        conv.weight[1, 0, 1, 1] = -1.0  # channel 1 is its negative (ReLU kills it)
+        linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    return nn.Sequential(conv, nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d(1), nn.Flatten(), linear)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradcam_known_answer(stride):
+    pixels = [(4, 6), (10, 2), (14, 14)]  # even: on a stride-2 conv's centre taps
+    x = torch.zeros(len(pixels), 1, 16, 16)
+    for i, (r, c) in enumerate(pixels):
+        x[i, 0, r, c] = 1.0
+    model = _one_pixel_model(stride)
+    model.train()
+    layer = model[0]
+    with GradCAM(model, layer) as cam:
+        heat = cam(x)
+        assert cam.logits.argmax(1).tolist() == [0, 0, 0]
+    assert heat.shape == (len(pixels), 16, 16)
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    for i, (r, c) in enumerate(pixels):
+        peak = divmod(int(heat[i].argmax()), 16)
+        assert abs(peak[0] - r) <= 1 and abs(peak[1] - c) <= 1, (peak, (r, c))
+        if stride == 1:
+            assert peak == (r, c)
+            assert heat[i, r, c] == 1.0
+    # No hooks left, mode unchanged, no gradients accumulated in parameters.
+    assert len(layer._forward_hooks) == 0 and len(layer._backward_hooks) == 0
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradcam_target_inference_mode_and_remove():
+    model = _one_pixel_model(1)
+    model.eval()
+    model[1].train()  # a submodule with its own flag must keep it
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, 0, 4, 4] = 1.0
+    cam = GradCAM(model, model[0])
+    with torch.inference_mode():  # as in Lightning's on_test_end
+        heat = cam(x, target=torch.tensor([1, 1]))
+    assert heat.shape == (2, 8, 8)
+    assert torch.all(heat == 0)  # class 1 only sees a ReLU-killed channel: empty map
+    heat0 = cam(x, target=0)
+    assert divmod(int(heat0[0].argmax()), 8) == (4, 4)
+    assert not model.training and model[1].training
+    cam.remove()
+    assert len(model[0]._forward_hooks) == 0
+    with pytest.raises(RuntimeError):
+        cam(x)
+
+
+def test_plot_gradcam(tmp_path):
+    images = torch.randn(5, 3, 12, 12)
+    heat = torch.rand(5, 6, 6)  # another size: resized to the images
+    titles = [f"true: {i}\npred: {i}" for i in range(5)]
+    out = plot_gradcam(
+        images, heat, tmp_path / "gc.png", titles=titles, ncol=3, figsize=(4.8, 3.6), dpi=50
+    )
+    assert_png(out, (4.8, 3.6), 50)
+    out = plot_gradcam(images[:, :1], heat, tmp_path / "gc_default.png")
+    assert png_size(out) == (800, 180)  # 5 columns x 1.6 in, 1 row x 1.8 in
+
+
+# --------------------------------------------------------------------------- callback
+class FakeNetwork(nn.Module):
+    """Follows the stn_lab network interface: optional affine STN, then a tiny conv classifier."""
+
+    def __init__(self, has_stn: bool, num_classes: int = 3) -> None:
+        super().__init__()
+        self.has_stn = has_stn
+        self.loc = nn.Linear(16 * 16, 6) if has_stn else None
+        if self.loc is not None:
+            with torch.no_grad():
+                self.loc.weight.zero_()
+                self.loc.bias.copy_(torch.tensor([0.8, 0.0, 0.0, 0.0, 0.8, 0.0]))
+        self.classifier = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, num_classes),
+        )
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.loc is None:
+            return x
+        theta = self.loc(x.flatten(1)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], 12, 12], align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+    def gradcam_layer(self) -> nn.Module:
+        return self.classifier[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.transform_input(x))
+
+
+class FakeModule(L.LightningModule):
+    def __init__(self, has_stn: bool) -> None:
+        super().__init__()
+        self.network = FakeNetwork(has_stn)
+        self.test_results = None
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.network(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self._preds.append(self.network(x).argmax(1))
+        self._targets.append(y)
+
+    def on_test_epoch_end(self):
+        preds, targets = torch.cat(self._preds), torch.cat(self._targets)
+        cm = torch.bincount(targets * 3 + preds, minlength=9).view(3, 3)
+        self.test_results = {
+            "acc": float((preds == targets).float().mean()),
+            "loss": 0.0,
+            "acc_per_class": (cm.diag() / cm.sum(1).clamp_min(1)).tolist(),
+            "confusion_matrix": cm.tolist(),
+        }
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class FakeDataModule(L.LightningDataModule):
+    class_names = ["zero", "one", "two"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(24, 1, 16, 16, generator=g)
+        self.y = torch.arange(24) % 3
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+    def train_dataloader(self):
+        return self._loader()
+
+    def val_dataloader(self):
+        return self._loader()
+
+    def test_dataloader(self):
+        return self._loader()
+
+    def fixed_batch(self, stage: str = "test", n: int = 16):
+        return self.x[:n].clone(), self.y[:n].clone()
+
+
+def _run(tmp_path: Path, has_stn: bool, **trainer_kwargs) -> tuple[RunArtefacts, Path]:
+    out_dir = tmp_path / "artefacts"
+    callback = RunArtefacts(out_dir, snapshot_epochs=(1,), num_images=6)
+    kwargs = dict(
+        max_epochs=2,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        log_every_n_steps=1,
+        callbacks=[callback],
+    )
+    kwargs.update(trainer_kwargs)
+    trainer = L.Trainer(**kwargs)
+    module, dm = FakeModule(has_stn), FakeDataModule()
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm, verbose=False)
+    return callback, out_dir
+
+
+TEST_FILES = {"confusion_matrix.png", "confusion_matrix.csv", "gradcam.png"}
+
+
+def test_callback_writes_all_files_for_stn(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stn_lab")
+    callback, out_dir = _run(tmp_path, has_stn=True)
+    names = {p.name for p in out_dir.iterdir()}
+    assert names == {"stn.png", "stn_epochs.png", "curves.png"} | TEST_FILES
+    for name in names - {"confusion_matrix.csv"}:
+        png_size(out_dir / name)
+    assert sorted(callback.snapshots) == [1, 2]  # epoch 1 asked for, 2 is the last
+    assert callback.snapshots[2].shape == (6, 1, 12, 12)
+    assert png_size(out_dir / "stn_epochs.png") == (700, 300)  # 6 images + labels, 3 rows
+    matrix, read_names = read_confusion_csv(out_dir / "confusion_matrix.csv")
+    assert read_names == FakeDataModule.class_names and matrix.sum() == 24
+    written = [r.getMessage() for r in caplog.records if r.name == "stn_lab"]
+    assert sorted(Path(m.split(" ", 1)[1]).name for m in written) == sorted(names)
+
+
+def test_callback_skips_stn_files_for_cnn(tmp_path):
+    callback, out_dir = _run(tmp_path, has_stn=False)
+    assert {p.name for p in out_dir.iterdir()} == {"curves.png"} | TEST_FILES
+    assert callback.snapshots == {}
+
+
+def test_callback_fast_dev_run_has_no_curves(tmp_path):
+    _, out_dir = _run(tmp_path, has_stn=True, fast_dev_run=True)
+    assert {p.name for p in out_dir.iterdir()} == {"stn.png", "stn_epochs.png"} | TEST_FILES
