@@ -1,4 +1,4 @@
-"""ClassifierModule: the one LightningModule, for STN and CNN alike (loop, loss, metrics, optimiser).
+"""ClassifierModule: the one LightningModule for STN and CNN (loop, loss, metrics, optimiser).
 
 It follows the shape of Lightning's ``backbone_image_classifier`` example: the network is built
 elsewhere and handed in; this class only trains it. The optimiser and scheduler arrive as
@@ -125,4 +125,7 @@ class ClassifierModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -20,8 +20,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-from torch.utils.data import TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from stn_lab.data import sources
 from stn_lab.data.distortions import Distortion
@@ -93,15 +98,17 @@ class ImageDataModule(L.LightningDataModule):
         raw = self.load()
         train_x, train_y = raw["train"]
         n_val = self._val_count(len(train_x))
-        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.eval_seed))
+        order = torch.randperm(
+            len(train_x), generator=torch.Generator().manual_seed(self.eval_seed)
+        )
         val_idx, train_idx = order[:n_val], order[n_val:]
         test_x, test_y = raw["test"]
         self.splits = {
             "train": TensorDataset(train_x[train_idx], train_y[train_idx]),
-            "val": TensorDataset(self._distort_once(train_x[val_idx], val_idx, 1), train_y[val_idx]),
-            "test": TensorDataset(
-                self._distort_once(test_x, torch.arange(len(test_x)), 2), test_y
+            "val": TensorDataset(
+                self._distort_once(train_x[val_idx], val_idx, 1), train_y[val_idx]
             ),
+            "test": TensorDataset(self._distort_once(test_x, torch.arange(len(test_x)), 2), test_y),
         }
 
     def _val_count(self, n_train: int) -> int:

@@ -102,8 +102,8 @@ class AffineDistortion(Distortion):
         k = (out / size) / scale
         txn, tyn = tx / (out / 2), ty / (out / 2)
         a, b, c, d = k * cos, k * sin, -k * sin, k * cos
-        theta = torch.stack(
-            [a, b, -(a * txn + b * tyn), c, d, -(c * txn + d * tyn)], dim=1
-        ).view(-1, 2, 3)
+        theta = torch.stack([a, b, -(a * txn + b * tyn), c, d, -(c * txn + d * tyn)], dim=1).view(
+            -1, 2, 3
+        )
         grid = F.affine_grid(theta, [len(images), images.shape[1], out, out], align_corners=False)
         return F.grid_sample(images.float(), grid, padding_mode="zeros", align_corners=False)

@@ -153,7 +153,7 @@ def ensure_idx_dataset(
     looked = [str(folder), *map(str, system_dirs)]
     hint = (
         "run `make data` (installs Debian's dataset-fashion-mnist) or copy the four IDX files "
-        f"there"
+        "there"
         if name == "fashion_mnist"
         else f"copy the four IDX files ({', '.join(s for p in IDX_SPLITS.values() for s in p)}, "
         "optionally .gz) there, or run `make data` when online"
@@ -199,5 +199,7 @@ def ensure_cifar10(root: Path, download: bool) -> Path:
 
 
 def load_cifar_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    parts = [read_cifar_batch(folder / n) for n in (CIFAR_TRAIN if split == "train" else CIFAR_TEST)]
+    parts = [
+        read_cifar_batch(folder / n) for n in (CIFAR_TRAIN if split == "train" else CIFAR_TEST)
+    ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

@@ -18,7 +18,7 @@ from stn_lab.models.shapes import output_shape
 
 
 class ConvClassifier(nn.Module):
-    """``conv -> pool -> relu -> conv -> dropout2d -> pool -> relu -> fc -> relu -> dropout -> fc``."""
+    """conv, pool, relu; conv, dropout2d, pool, relu; fc, relu, dropout; fc."""
 
     def __init__(
         self,

@@ -26,8 +26,9 @@ def coordinate_channels(
 class CoordConv2d(nn.Module):
     """A drop-in for ``nn.Conv2d(in_channels, out_channels, kernel_size, ...)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, with_r: bool = False,
-                 **conv_kwargs):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, with_r: bool = False, **conv_kwargs
+    ):
         super().__init__()
         self.with_r = with_r
         extra = 3 if with_r else 2

@@ -1,4 +1,4 @@
-"""The spatial transformer: localiser -> transform parameters -> sampling grid -> bilinear sample."""
+"""The spatial transformer: localiser -> parameters -> sampling grid -> bilinear sampler."""
 
 from __future__ import annotations
 

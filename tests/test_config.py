@@ -1,0 +1,150 @@
+"""Every option of every Hydra config group composes and instantiates."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import lightning as L
+import pytest
+import torch
+from conftest import compose_cfg
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from stn_lab.config_path import CONFIG_DIR
+from stn_lab.data.datamodules import ImageDataModule
+from stn_lab.models.network import Network
+from stn_lab.train import build
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_listed_in_the_issue_has_its_options():
+    assert options("model") == ["cnn", "stn"]
+    assert options("localiser") == ["conv", "coordconv"]
+    assert options("activation") == ["leakyrelu", "relu"]
+    assert set(options("transform")) >= {"affine", "attention", "similarity"}
+    assert set(options("data")) >= {
+        "mnist", "mnist_distorted", "fashion_mnist", "fashion_mnist_distorted", "cifar10",
+        "synthetic",
+    }  # fmt: skip
+    assert options("trainer") == ["cpu", "default", "gpu"]
+    assert set(options("debug")) >= {"fdr", "overfit"}
+
+
+def build_network(cfg) -> Network:
+    return instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("arch", options("arch"))
+def test_model_and_arch_options_instantiate(model, arch):
+    net = build_network(compose_cfg([f"model={model}", f"arch={arch}"]))
+    assert isinstance(net, Network) and net.has_stn == (model == "stn")
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("localiser", options("localiser"))
+def test_localiser_options_instantiate(localiser):
+    conv = instantiate(compose_cfg([f"localiser={localiser}"]).localiser)
+    layer = conv(1, 4, 3)
+    assert layer(torch.rand(1, 1, 8, 8)).shape == (1, 4, 6, 6)
+
+
+@pytest.mark.parametrize("activation", options("activation"))
+def test_activation_options_instantiate(activation):
+    act = instantiate(compose_cfg([f"activation={activation}"]).activation)()
+    out = act(torch.tensor([-1.0, 1.0]))
+    assert out[1] == 1.0 and (out[0] < 0) == (activation == "leakyrelu")
+
+
+def test_leakyrelu_slope_is_configurable():
+    act = instantiate(
+        compose_cfg(["activation=leakyrelu", "activation.negative_slope=0.2"]).activation
+    )
+    assert act()(torch.tensor([-1.0])).item() == pytest.approx(-0.2)
+
+
+@pytest.mark.parametrize("transform", options("transform"))
+def test_transform_options_instantiate(transform):
+    family = instantiate(compose_cfg([f"transform={transform}"]).transform)
+    theta = family.identity().unsqueeze(0)
+    grid = family.grid(theta, (1, 1, 5, 5), align_corners=False)
+    assert grid.shape == (1, 5, 5, 2)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_options_instantiate(data, tmp_path):
+    dm = instantiate(compose_cfg([f"data={data}", f"paths.data_dir={tmp_path}"]).data)
+    assert isinstance(dm, ImageDataModule) and dm.num_classes == 10
+    expected_size = {"mnist_distorted": 42, "fashion_mnist_distorted": 42, "cifar10": 32}
+    assert dm.image_size == expected_size.get(data, 28)
+
+
+def test_cifar10_switches_to_the_cifar_layer_sizes():
+    cfg = compose_cfg(["data=cifar10"])
+    net = instantiate(cfg.model, in_channels=3, image_size=32, num_classes=10)
+    assert net.classifier.fc1.in_features == 800 and net.classifier.fc1.out_features == 1024
+    assert (
+        net.stn.localiser.fc[0].in_features == 2048 and net.stn.localiser.fc[0].out_features == 256
+    )
+    assert net.stn.localiser.features[0].out_channels == 64
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_optimizer_options_instantiate(optimizer):
+    factory = instantiate(compose_cfg([f"optimizer={optimizer}"]).optimizer)
+    assert isinstance(factory, functools.partial)
+    assert isinstance(factory([torch.zeros(1, requires_grad=True)]), torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_scheduler_options_instantiate(scheduler):
+    factory = instantiate(compose_cfg([f"scheduler={scheduler}"]).scheduler)
+    optim = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    assert isinstance(factory(optim), torch.optim.lr_scheduler.LRScheduler)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_options_instantiate(trainer):
+    cfg = compose_cfg([f"trainer={trainer}"]).trainer
+    if trainer == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(InstantiationException, match="No supported gpu backend"):
+            instantiate(cfg, logger=False)
+        return
+    assert isinstance(instantiate(cfg, logger=False), L.Trainer)
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_options_instantiate(debug):
+    cfg = compose_cfg([f"debug={debug}", "data=synthetic"])
+    trainer = instantiate(cfg.trainer, logger=False)
+    if debug == "fdr":
+        assert trainer.fast_dev_run
+    else:
+        assert trainer.overfit_batches > 0
+
+
+def test_paths_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STN_LAB_DATA", str(tmp_path / "d"))
+    cfg = compose_cfg(["data=mnist"])
+    assert cfg.paths.data_dir == str(tmp_path / "d") and cfg.data.data_dir == str(tmp_path / "d")
+
+
+def test_run_directories_are_unique_per_job():
+    # A timestamp alone collides for jobs started in the same second; a random suffix does not.
+    hydra_cfg = compose_cfg(return_hydra_config=True).hydra
+    assert re.fullmatch(r"logs/runs/[0-9_-]+_[0-9a-f]{6}", hydra_cfg.run.dir)
+    assert re.fullmatch(r"logs/multiruns/[0-9_-]+_[0-9a-f]{6}", hydra_cfg.sweep.dir)
+    assert OmegaConf.to_yaml(hydra_cfg).count("subdir: ${hydra.job.num}") == 1
+
+
+def test_build_seeds_before_building():
+    cfg = compose_cfg(["data=synthetic"])
+    first = build(cfg)[1].state_dict()
+    second = build(cfg)[1].state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -1,0 +1,147 @@
+"""End to end: the train entry point on tiny data, in-process and as a real subprocess."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg
+
+from stn_lab.train import build, train
+
+COMBINATIONS = list(
+    itertools.product(
+        ["stn", "cnn"], ["conv", "coordconv"], ["relu", "leakyrelu"],
+        ["affine", "attention", "similarity"],
+    )
+)  # fmt: skip
+CHOICES = {"model", "localiser", "activation", "transform", "data"}
+
+
+def run_in_process(tmp_path: Path, overrides: list[str]) -> dict:
+    overrides = ["data=synthetic", "trainer.enable_progress_bar=false", *overrides]
+    cfg = compose_cfg(overrides)
+    choices = {
+        k: v.split("=")[1] for k, v in ((o.split("=")[0], o) for o in overrides) if k in CHOICES
+    }
+    return train(cfg, tmp_path, choices, overrides)
+
+
+@pytest.mark.parametrize("model, localiser, activation, transform", COMBINATIONS)
+def test_fast_dev_run_every_combination(tmp_path, model, localiser, activation, transform):
+    overrides = [
+        f"model={model}", f"localiser={localiser}", f"activation={activation}",
+        f"transform={transform}", "trainer.fast_dev_run=true", "trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    record = run_in_process(tmp_path, overrides)
+    assert record["status"] == "completed" and 0.0 <= record["test"]["acc"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == record
+    if model == "cnn":
+        assert record["params"]["stn"] == 0
+        assert all(record["choices"][g] == "n/a" for g in ("localiser", "activation", "transform"))
+    else:
+        assert record["params"]["stn"] > 0 and record["choices"]["localiser"] == localiser
+
+
+def test_cnn_ignores_localiser_and_activation_choices():
+    counts = {
+        build(
+            compose_cfg(["model=cnn", "data=synthetic", f"localiser={loc}", f"activation={act}"])
+        )[1].parameter_counts()["total"]
+        for loc in ("conv", "coordconv")
+        for act in ("relu", "leakyrelu")
+    }
+    assert len(counts) == 1
+
+
+def test_stn_learning_rate_multiplier_gets_its_own_group():
+    cfg = compose_cfg(["data=synthetic", "model.stn.lr_mult=0.1", "optimizer.lr=0.002"])
+    _, network, module = build(cfg)
+    optimizer = module.configure_optimizers()
+    lrs = sorted(group["lr"] for group in optimizer.param_groups)
+    assert lrs == pytest.approx([0.0002, 0.002])
+    stn_group = min(optimizer.param_groups, key=lambda g: g["lr"])
+    assert sum(p.numel() for p in stn_group["params"]) == network.parameter_counts()["stn"]
+
+
+def test_sgd_and_scheduler_are_config_options():
+    cfg = compose_cfg(
+        ["data=synthetic", "optimizer=sgd", "optimizer.momentum=0.9", "scheduler=step"]
+    )
+    config = build(cfg)[2].configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.SGD)
+    assert config["optimizer"].defaults["momentum"] == 0.9
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+
+
+def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplog):
+    caplog.set_level("INFO", logger="stn_lab")
+    record = run_in_process(
+        tmp_path, ["trainer.max_epochs=3", "trainer.enable_model_summary=false"]
+    )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3 | train loss ")
+    assert all(k in lines[-1] for k in ("val loss", "val acc", "%", " s"))
+    assert record["epochs"] == 3 and len(record["seconds_per_epoch"]) == 3
+    assert record["best_checkpoint"].startswith("checkpoints/epoch")
+    assert (tmp_path / record["best_checkpoint"]).is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    test = record["test"]
+    assert len(test["acc_per_class"]) == 10 and len(test["confusion_matrix"]) == 10
+    assert sum(map(sum, test["confusion_matrix"])) == 256  # the synthetic test split
+    assert test["acc"] > 0.5  # the synthetic classes are easy: 3 epochs must learn them
+    assert record["schema_version"] == 1 and record["seed"] == 0
+    assert record["class_names"][0] == "class_0"
+
+
+def run_cli(args: list[str], cwd: Path, env_extra: dict | None = None):
+    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs"), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "stn_lab.train", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_cli_fast_dev_run_writes_metrics(tmp_path):
+    proc = run_cli(["data=synthetic", "trainer.fast_dev_run=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (metrics,) = (tmp_path / "logs" / "runs").glob("*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "completed" and record["choices"]["model"] == "stn"
+    assert record["choices"]["data"] == "synthetic"
+    assert (metrics.parent / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_missing_data_is_one_clear_line(tmp_path):
+    proc = run_cli(["data=mnist", "data.download=false", f"paths.data_dir={tmp_path}"], tmp_path)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert "error: mnist not found" in output and "Traceback" not in output
+    (metrics,) = (tmp_path / "logs" / "runs").glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "failed"
+
+
+def test_cli_bad_value_is_one_clear_line(tmp_path):
+    proc = run_cli(["data=mnist_distorted", "data.distortion.scale=[0,1.2]"], tmp_path)
+    assert proc.returncode == 2
+    assert "error: scale must be > 0" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_unknown_option_lists_valid_choices(tmp_path):
+    proc = run_cli(["model=resnet"], tmp_path)
+    assert proc.returncode != 0
+    assert "Available options in 'model'" in proc.stderr and "cnn" in proc.stderr
+
+
+def test_cli_multirun_jobs_get_their_own_folders(tmp_path):
+    proc = run_cli(["-m", "data=synthetic", "model=stn,cnn", "trainer.fast_dev_run=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = sorted((tmp_path / "logs" / "multiruns").glob("*/*/metrics.json"))
+    assert [json.loads(p.read_text())["choices"]["model"] for p in records] == ["stn", "cnn"]
