@@ -187,3 +187,90 @@ def test_batches_come_from_tensor_indexing_in_bounded_sizes():
     dm.setup()
     sizes = [len(y) for _, y in dm.train_dataloader()]
     assert sum(sizes) == len(dm.splits["train"]) and max(sizes) == 32
+
+
+# --- the paper's distortion sets (R, RTS, P, E, TC) ---------------------------------------
+
+
+def distortion_sets() -> dict:
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    return instantiate(compose_cfg().distortions)
+
+
+@pytest.mark.parametrize("name", ["none", "R", "RTS", "P", "E", "TC"])
+def test_every_distortion_set_is_selectable_and_deterministic_on_eval(tmp_path, name):
+    make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=12)
+    tests = []
+    for _ in range(2):
+        dm = MNISTDataModule(
+            data_dir=tmp_path, val_size=8, download=False, distortion=name,
+            distortion_sets=distortion_sets(),
+        )  # fmt: skip
+        dm.setup()
+        tests.append(dm.splits["test"].tensors[0])
+    assert torch.equal(tests[0], tests[1])
+    assert tests[0].shape[-1] == {"RTS": 42, "TC": 60}.get(name, 28) == dm.image_size
+    x, _ = next(iter(dm.train_dataloader()))
+    assert dm.prepare_images(x, train=True).shape[-1] == dm.image_size
+
+
+def test_unknown_distortion_set_lists_valid_choices():
+    with pytest.raises(ValueError, match="unknown distortion 'Q'; valid choices: none, R, RTS"):
+        SyntheticDataModule(distortion="Q", distortion_sets=distortion_sets())
+
+
+def test_r_angles_stay_in_range():
+    angles = distortion_sets()["R"].sample(4000, 28, torch.Generator().manual_seed(0))[:, 0]
+    assert -90 <= angles.min() < -85 and 85 < angles.max() <= 90
+
+
+def test_p_moves_the_corners_where_asked():
+    from stn_lab.data.distortions import ProjectiveDistortion
+
+    distortion = ProjectiveDistortion(sigma=0.1)
+    image = torch.rand(1, 1, 28, 28)
+    assert torch.allclose(distortion.apply(image, torch.zeros(1, 8)), image, atol=1e-5)
+    # Pull the top-left corner 6 px (of 28) inwards: the input's corner pixel now shows there.
+    marked = torch.zeros(1, 1, 28, 28)
+    marked[0, 0, 0, 0] = 1.0
+    params = torch.zeros(1, 8)
+    params[0, :2] = 2 * 6 / 28
+    out = distortion.apply(marked, params)
+    row, col = divmod(int(out.flatten().argmax()), 28)
+    assert (row, col) in {(5, 5), (5, 6), (6, 5), (6, 6)} and out.max() > 0.1
+    offsets = distortion.sample(20000, 28, torch.Generator().manual_seed(0))
+    assert offsets.std().item() == pytest.approx(0.2, rel=0.03)  # sigma 0.1 of 2 units
+
+
+def test_e_is_a_smooth_warp_of_about_sigma_pixels():
+    from stn_lab.data.distortions import ElasticDistortion
+
+    image = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(
+        ElasticDistortion(sigma=0.0).apply(image, torch.zeros(2, 32)), image, atol=1e-5
+    )
+    distortion = ElasticDistortion(sigma=1.5)
+    params = distortion.sample(5000, 28, torch.Generator().manual_seed(0))
+    assert (params * 28 / 2).std().item() == pytest.approx(1.5, rel=0.05)  # in pixels
+    warped = distortion(image, torch.Generator().manual_seed(1))
+    assert warped.shape == image.shape and not torch.allclose(warped, image)
+
+
+def test_tc_has_a_60px_canvas_and_six_clutter_patches():
+    from stn_lab.data.distortions import ClutterDistortion
+
+    distortion = ClutterDistortion(canvas=60, patches=6, patch_size=6)
+    # Image 0 is blank, image 1 is all ones: image 0's canvas then shows only the clutter
+    # cropped from image 1. Patches pasted on a non-overlapping row give 6 * 36 lit pixels.
+    images = torch.stack([torch.zeros(1, 28, 28), torch.ones(1, 28, 28)])
+    params = distortion.sample(2, 28, torch.Generator().manual_seed(0))
+    params[:, :4] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # centred, no rotation
+    patches = params[:, 4:].view(2, 6, 5)
+    patches[:, :, 3] = 0.1  # paste row
+    patches[:, :, 4] = torch.arange(6) * 9 / 55  # paste columns 0, 9, 18, ... apart
+    out = distortion.apply(images, params)
+    assert out.shape == (2, 1, 60, 60)
+    assert int((out[0] > 0.5).sum()) == 6 * 36
+    assert int((out[1] > 0.5).sum()) == 28 * 28  # image 1's clutter comes from blank image 0

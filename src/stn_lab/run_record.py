@@ -31,9 +31,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def record_choices(choices: dict[str, str | None], has_stn: bool) -> dict[str, str | None]:
-    """The Hydra group choices worth recording; STN-only groups are ``n/a`` without an STN."""
+def record_choices(
+    choices: dict[str, str | None], has_stn: bool, distortion: str | None = None
+) -> dict[str, str | None]:
+    """The Hydra group choices worth recording, plus the data's distortion set.
+
+    STN-only groups are ``n/a`` without an STN.
+    """
     recorded = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    recorded["distortion"] = str(distortion) if distortion is not None else "none"
     if not has_stn:
         recorded.update({group: NOT_APPLICABLE for group in STN_ONLY_GROUPS})
     return recorded

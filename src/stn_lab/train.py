@@ -96,7 +96,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     record = metrics_record(
         status="completed",
         seed=cfg.seed,
-        choices=record_choices(choices, network.has_stn),
+        choices=record_choices(choices, network.has_stn, cfg.data.get("distortion")),
         overrides=overrides,
         class_names=list(datamodule.class_names),
         test=results,
@@ -124,7 +124,7 @@ def main(cfg: DictConfig) -> float | None:
             metrics_record(
                 status="failed",
                 seed=cfg.seed,
-                choices=record_choices(choices, has_stn),
+                choices=record_choices(choices, has_stn, cfg.data.get("distortion")),
                 overrides=overrides,
                 error=message or f"{type(err).__name__}: {err}".splitlines()[0],
             ),

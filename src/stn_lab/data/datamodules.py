@@ -59,7 +59,8 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int | float = 5000,
         num_workers: int = 0,
-        distortion: Distortion | None = None,
+        distortion: Distortion | str | None = None,
+        distortion_sets: dict[str, Distortion | None] | None = None,
         eval_seed: int = 0,
         download: bool = True,
     ):
@@ -71,11 +72,25 @@ class ImageDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
         self.num_workers = num_workers
-        self.distortion = distortion
+        self.distortion = self._pick_distortion(distortion, distortion_sets or {})
         self.eval_seed = eval_seed
         self.download = download
-        self.image_size = distortion.out_size(self.raw_size) if distortion else self.raw_size
+        self.image_size = (
+            self.distortion.out_size(self.raw_size) if self.distortion else self.raw_size
+        )
         self.splits: dict[str, TensorDataset] = {}
+
+    @staticmethod
+    def _pick_distortion(distortion, sets: dict) -> Distortion | None:
+        """A distortion object, or a set's name (``data.distortion=RTS``) looked up in ``sets``."""
+        if not isinstance(distortion, str):
+            return distortion
+        if distortion == "none":
+            return None
+        if distortion not in sets:
+            valid = ", ".join(["none", *(k for k in sets if k != "none")])
+            raise ValueError(f"unknown distortion {distortion!r}; valid choices: {valid}")
+        return sets[distortion]
 
     # --- what a subclass provides -------------------------------------------------------
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

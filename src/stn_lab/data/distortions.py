@@ -1,4 +1,4 @@
-"""Batched, seeded geometric distortions applied to image tensors (on the CPU or the GPU).
+"""Batched, seeded image distortions (CPU or GPU): the paper's R, RTS, P, E and TC sets.
 
 A distortion draws one row of random parameters per image (:meth:`Distortion.sample`) and then
 warps the whole batch at once (:meth:`Distortion.apply`). Splitting the two lets evaluation sets
@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from stn_lab.models.transforms.projective import Projective
+from stn_lab.models.transforms.tps import ThinPlateSpline
 
 
 def _check_range(name: str, values: Sequence[float], positive: bool = False) -> tuple[float, float]:
@@ -107,3 +110,117 @@ class AffineDistortion(Distortion):
         )
         grid = F.affine_grid(theta, [len(images), images.shape[1], out, out], align_corners=False)
         return F.grid_sample(images.float(), grid, padding_mode="zeros", align_corners=False)
+
+
+def _sample_grid(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(images.float(), grid, padding_mode="zeros", align_corners=False)
+
+
+def homography_from_corners(moved: torch.Tensor) -> torch.Tensor:
+    """``[N, 8]`` homographies taking the moved corners ``[N, 4, 2]`` to the image corners.
+
+    Used as a sampling grid, the output's corner ``moved[k]`` samples the input's corner ``k``:
+    the image is stretched so that its corners land on the moved positions.
+    """
+    corners = torch.tensor(
+        [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=moved.device
+    )
+    x, y = moved[..., 0], moved[..., 1]
+    u, v = corners[:, 0].expand_as(x), corners[:, 1].expand_as(y)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    # Each correspondence (x, y) -> (u, v) gives two linear equations in h0..h7 (h8 = 1).
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], dim=-1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)
+    system = torch.cat([rows_u, rows_v], dim=1)
+    return torch.linalg.solve(system, torch.cat([u, v], dim=1))
+
+
+class ProjectiveDistortion(Distortion):
+    """P: each of the four corners moves by normal noise of ``sigma`` times the image size."""
+
+    def __init__(self, sigma: float = 0.1):
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.family = Projective()
+
+    def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
+        """``[n, 8]``: x and y offsets of the 4 corners, in normalised units (2 = image size)."""
+        return 2 * self.sigma * torch.randn(n, 8, generator=generator, device=device)
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+        moved = corners.to(images.device) + params.to(images.device, torch.float32).view(-1, 4, 2)
+        theta = homography_from_corners(moved)
+        grid = self.family.grid(theta, tuple(images.shape), align_corners=False)
+        return _sample_grid(images, grid)
+
+
+class ElasticDistortion(Distortion):
+    """E: a thin-plate-spline warp whose control points move by normal noise of ``sigma`` px."""
+
+    def __init__(self, sigma: float = 1.5, grid_size: int = 4):
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.family = ThinPlateSpline(grid_size=grid_size, regularisation=0.0)
+
+    def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
+        """``[n, 2K]``: control-point offsets in normalised units (``sigma`` px at this size)."""
+        scale = self.sigma * 2 / size
+        return scale * torch.randn(n, self.family.num_params, generator=generator, device=device)
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        family = self.family.to(images.device)
+        theta = family.identity().to(images.device) + params.to(images.device, torch.float32)
+        return _sample_grid(images, family.grid(theta, tuple(images.shape), align_corners=False))
+
+
+class ClutterDistortion(Distortion):
+    """TC: the image at a random place on a larger canvas, plus clutter patches.
+
+    Each of ``patches`` clutter patches is a ``patch_size`` square cropped from another image
+    of the batch at a random place, pasted at a random place of the canvas (by maximum, so it
+    adds strokes without erasing the digit).
+    """
+
+    def __init__(self, canvas: int = 60, patches: int = 6, patch_size: int = 6):
+        if patches < 0 or patch_size < 1:
+            raise ValueError(f"need patches >= 0 and patch_size >= 1, got {patches}, {patch_size}")
+        if patch_size > canvas:
+            raise ValueError(f"patch_size {patch_size} is larger than the canvas {canvas}")
+        self.canvas, self.patches, self.patch_size = canvas, patches, patch_size
+        self.placement = AffineDistortion(canvas=canvas)
+
+    def out_size(self, size: int) -> int:
+        return self.placement.out_size(size)
+
+    def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
+        """``[n, 4 + 5 * patches]``: placement (as AffineDistortion), then per patch uniform
+        numbers in [0, 1) for: which other image, crop x, crop y, paste x, paste y."""
+        placement = self.placement.sample(n, size, generator, device)
+        patches = torch.rand(n, 5 * self.patches, generator=generator, device=device)
+        return torch.cat([placement, patches], dim=1)
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        params = params.to(images.device, torch.float32)
+        out = self.placement.apply(images, params[:, :4])
+        if self.patches == 0 or len(images) < 2:
+            return out
+        n, k, size = len(images), self.patch_size, images.shape[-1]
+        source = images.float().permute(0, 2, 3, 1)  # [N, H, W, C] for per-pixel gathering
+        canvas = out.permute(0, 2, 3, 1).clone()
+        rows = torch.arange(n, device=images.device).view(-1, 1, 1)
+        offsets = torch.arange(k, device=images.device)
+        for u in params[:, 4:].view(n, self.patches, 5).unbind(dim=1):
+            other = (rows.view(-1) + 1 + (u[:, 0] * (n - 1)).long().clamp(max=n - 2)) % n
+            cy, cx = ((u[:, 1:3] * (size - k + 1)).long()).unbind(dim=1)
+            py, px = ((u[:, 3:5] * (self.canvas - k + 1)).long()).unbind(dim=1)
+            crop = source[
+                other.view(-1, 1, 1), (cy.view(-1, 1) + offsets).unsqueeze(2),
+                (cx.view(-1, 1) + offsets).unsqueeze(1),
+            ]  # fmt: skip
+            r = (py.view(-1, 1) + offsets).unsqueeze(2)
+            c = (px.view(-1, 1) + offsets).unsqueeze(1)
+            canvas[rows, r, c] = torch.maximum(canvas[rows, r, c], crop)
+        return canvas.permute(0, 3, 1, 2).contiguous()

@@ -152,8 +152,7 @@ def ensure_idx_dataset(
         return folder
     looked = [str(folder), *map(str, system_dirs)]
     hint = (
-        "run `make data` (installs Debian's dataset-fashion-mnist) or copy the four IDX files "
-        "there"
+        "run `make data` (installs Debian's dataset-fashion-mnist) or copy the four IDX files there"
         if name == "fashion_mnist"
         else f"copy the four IDX files ({', '.join(s for p in IDX_SPLITS.values() for s in p)}, "
         "optionally .gz) there, or run `make data` when online"

@@ -7,6 +7,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def base_grid(out_shape: tuple[int, int, int, int], align_corners: bool, device) -> torch.Tensor:
+    """The identity grid ``[1, H, W, 2]`` in fp32, exactly as ``F.affine_grid`` builds it.
+
+    Taking it from ``affine_grid`` itself (rather than re-deriving the pixel-centre offsets of
+    the two ``align_corners`` conventions) makes the identity of every family that starts from
+    this grid agree bit for bit with the affine families.
+    """
+    eye = torch.eye(2, 3, device=device, dtype=torch.float32).unsqueeze(0)
+    return F.affine_grid(eye, [1, *out_shape[1:]], align_corners=align_corners)
+
+
 class TransformFamily(nn.Module):
     """A parameterised family of spatial transforms.
 
