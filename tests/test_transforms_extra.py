@@ -203,13 +203,13 @@ def test_yaml_options_build_a_working_stn_model(name, family):
     if family is ThinPlateSpline:
         assert transform.grid_size == 4 and transform.regularisation == pytest.approx(1e-3)
     net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
-    assert type(net.stn.transform) is family
-    assert net.stn.head.out_features == transform.num_params
+    assert type(net.stns[0].transform) is family
+    assert net.stns[0].head.out_features == transform.num_params
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_tps_grid_size_is_overridable_from_the_command_line():
     cfg = compose_cfg(["transform=tps", "transform.grid_size=3"])
     net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
-    assert net.stn.head.out_features == 18
+    assert net.stns[0].head.out_features == 18
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -32,11 +32,17 @@ class ClassifierModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler_interval: str = "epoch",
     ):
         super().__init__()
         self.network = network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"scheduler_interval must be epoch or step, got {scheduler_interval!r}"
+            )
+        self.scheduler_interval = scheduler_interval
         self.num_classes = num_classes
         # Keys get a suffix: a ModuleDict key "train" would clash with nn.Module.train.
         self.stage_metrics = nn.ModuleDict(
@@ -127,5 +133,5 @@ class ClassifierModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }

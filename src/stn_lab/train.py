@@ -62,6 +62,7 @@ def build(cfg: DictConfig):
         network,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler_interval=cfg.get("scheduler_interval", "epoch"),
         num_classes=datamodule.num_classes,
     )
     return datamodule, network, module

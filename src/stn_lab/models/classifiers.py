@@ -1,9 +1,12 @@
-"""Classifiers that sit behind the STN (or alone, as the CNN baseline).
+"""Classifiers that sit behind the STN (or alone, as the baselines): a CNN and an FCN.
 
 ``ConvClassifier`` follows the reference designs: two 5x5 conv blocks with max-pooling (the
 second with Dropout2d), then two fully connected layers. With ``channels=(10, 20), hidden=50`` it
 is PyTorch's STN-tutorial CNN for 1-channel digits; with ``channels=(16, 32), hidden=1024`` the
-CIFAR10 network. The flattened size is worked out from the input size.
+CIFAR10 network. ``FCNClassifier`` is the paper's fully connected baseline (3 weight layers).
+
+Both are split into ``blocks`` and a ``head`` so that an STN can sit between blocks (a
+feature-map STN); layer sizes are worked out from the input size.
 """
 
 from __future__ import annotations
@@ -11,13 +14,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stn_lab.models.shapes import output_shape
 
 
-class ConvClassifier(nn.Module):
+class StagedClassifier(nn.Module):
+    """``head(blocks[start:](x))``: a classifier that can be entered after any block."""
+
+    blocks: nn.ModuleList
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        for block in self.blocks[start:]:
+            x = block(x)
+        return self.head(x)
+
+    def features(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """The output of the first ``stop`` blocks."""
+        for block in self.blocks[:stop]:
+            x = block(x)
+        return x
+
+
+class ConvClassifier(StagedClassifier):
     """conv, pool, relu; conv, dropout2d, pool, relu; fc, relu, dropout; fc."""
 
     def __init__(
@@ -32,26 +52,53 @@ class ConvClassifier(nn.Module):
     ):
         super().__init__()
         c1, c2 = channels
-        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size)
-        self.conv2 = nn.Conv2d(c1, c2, kernel_size)
-        self.conv2_drop = nn.Dropout2d(dropout)
-        self.dropout = dropout
-        (flat,) = output_shape(
-            nn.Sequential(self.conv1, nn.MaxPool2d(2), self.conv2, nn.MaxPool2d(2), nn.Flatten()),
-            in_channels,
-            image_size,
+        self.blocks = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(in_channels, c1, kernel_size), nn.MaxPool2d(2), nn.ReLU()),
+                nn.Sequential(
+                    nn.Conv2d(c1, c2, kernel_size),
+                    nn.Dropout2d(dropout),
+                    nn.MaxPool2d(2),
+                    nn.ReLU(),
+                ),
+            ]
         )
-        self.fc1 = nn.Linear(flat, hidden)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        (flat,) = output_shape(nn.Sequential(*self.blocks, nn.Flatten()), in_channels, image_size)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     @property
     def last_conv(self) -> nn.Module:
         """The layer Grad-CAM explains."""
-        return self.conv2
+        return self.blocks[-1][0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = F.relu(self.fc1(x.flatten(1)))
-        x = F.dropout(x, self.dropout, training=self.training)
-        return self.fc2(x)
+
+class FCNClassifier(StagedClassifier):
+    """Fully connected baseline: flatten, then ``len(hidden) + 1`` linear layers with ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        hidden: Sequence[int] = (32, 32),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.blocks = nn.ModuleList()  # nothing to place a feature-map STN after
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * image_size * image_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        self.head = nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+    @property
+    def last_conv(self) -> nn.Module:
+        """An FCN has no conv layer; Grad-CAM then explains its first linear layer's input."""
+        return self.head[1]

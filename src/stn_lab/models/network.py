@@ -1,4 +1,4 @@
-"""Puts an optional STN in front of a classifier: the one ``nn.Module`` the training loop sees.
+"""Puts spatial transformers in front of (or inside) a classifier: the ``nn.Module`` that trains.
 
 The LightningModule only uses this class's public methods (forward, ``param_groups``,
 ``parameter_counts``, ``transform_input``), never its insides.
@@ -11,12 +11,23 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from stn_lab.models.shapes import output_shape
+
+COMBINE_MODES = ("parallel", "series")
+
 
 class Network(nn.Module):
-    """``classifier(stn(x))``; with ``stn=None`` it is the plain classifier (the CNN baseline).
+    """``classifier(stn(x))``; with ``stn=None`` it is the plain classifier (the baseline).
 
-    Both parts come as factories so their layer sizes follow the data: the classifier is built
-    for the STN's output size, which may differ from the input size.
+    Args:
+        classifier: factory ``(in_channels=, image_size=, num_classes=)`` of a
+            :class:`~stn_lab.models.classifiers.StagedClassifier`.
+        stn: factory ``(in_channels=, image_size=)`` of a spatial transformer, or ``None``.
+        position: 0 puts the STN on the input; ``k`` after the classifier's ``k``-th block (a
+            feature-map STN, whose output keeps the feature map's size).
+        num_transformers: how many STNs. ``parallel``: each sees the same input and their
+            outputs are stacked along channels (as the paper's CUB model); ``series``: each
+            transforms the previous one's output.
     """
 
     def __init__(
@@ -26,35 +37,90 @@ class Network(nn.Module):
         image_size: int,
         num_classes: int,
         stn: Callable[..., nn.Module] | None = None,
+        position: int = 0,
+        num_transformers: int = 1,
+        combine: str = "parallel",
     ):
         super().__init__()
-        self.stn = stn(in_channels=in_channels, image_size=image_size) if stn else None
-        size = self.stn.out_size if self.stn is not None else image_size
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
+        if num_transformers < 1:
+            raise ValueError(f"num_transformers must be >= 1, got {num_transformers}")
+        self.position = position if stn else 0
+        self.combine = combine
+        copies = num_transformers if combine == "parallel" and stn else 1
+        if self.position == 0:
+            self.stns = nn.ModuleList(
+                [
+                    stn(in_channels=in_channels, image_size=image_size)
+                    for _ in range(num_transformers)
+                ]
+                if stn
+                else []
+            )
+            size = self.stns[0].out_size if stn else image_size
+            self.classifier = classifier(
+                in_channels=in_channels * copies, image_size=size, num_classes=num_classes
+            )
+            return
         self.classifier = classifier(
-            in_channels=in_channels, image_size=size, num_classes=num_classes
+            in_channels=in_channels, image_size=image_size, num_classes=num_classes
+        )
+        if copies > 1:
+            raise ValueError(
+                "parallel transformers work on the input (position=0); "
+                "use combine=series for several feature-map STNs"
+            )
+        if not 0 < position <= len(self.classifier.blocks):
+            raise ValueError(
+                f"position {position} is not after one of the classifier's "
+                f"{len(self.classifier.blocks)} blocks"
+            )
+        channels, size, _ = output_shape(
+            nn.Sequential(*self.classifier.blocks[:position]), in_channels, image_size
+        )
+        self.stns = nn.ModuleList(
+            [
+                stn(in_channels=channels, image_size=size, out_size=size)
+                for _ in range(num_transformers)
+            ]
         )
 
     @property
     def has_stn(self) -> bool:
-        return self.stn is not None
+        return len(self.stns) > 0
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_stn:
+            return x
+        if self.combine == "series":
+            for stn in self.stns:
+                x = stn(x)
+            return x
+        return torch.cat([stn(x) for stn in self.stns], dim=1)
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the classifier sees: the STN's output, or ``x`` itself without an STN."""
-        return self.stn(x) if self.stn is not None else x
+        """What the classifier sees: the input STNs' output (``x`` itself without one)."""
+        return self._transform(x) if self.position == 0 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.transform_input(x))
+        if self.position == 0:
+            return self.classifier(self._transform(x))
+        features = self.classifier.features(x, self.position)
+        return self.classifier(self._transform(features), start=self.position)
 
     def gradcam_layer(self) -> nn.Module:
         return self.classifier.last_conv
 
     def param_groups(self) -> list[dict]:
-        """Optimiser groups; the STN's carries ``lr_mult`` for its own learning rate."""
+        """Optimiser groups; the STNs' group carries ``lr_mult`` for its own learning rate."""
         groups = [{"params": list(self.classifier.parameters()), "lr_mult": 1.0}]
-        if self.stn is not None:
-            groups.append({"params": list(self.stn.parameters()), "lr_mult": self.stn.lr_mult})
+        if self.has_stn:
+            groups.append({"params": list(self.stns.parameters()), "lr_mult": self.stns[0].lr_mult})
         return groups
 
     def parameter_counts(self) -> dict[str, int]:
-        stn = sum(p.numel() for p in self.stn.parameters()) if self.stn is not None else 0
-        return {"total": sum(p.numel() for p in self.parameters()), "stn": stn}
+        return {
+            "total": sum(p.numel() for p in self.parameters()),
+            "stn": sum(p.numel() for p in self.stns.parameters()),
+        }
