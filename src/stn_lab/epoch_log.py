@@ -17,7 +17,10 @@ log = logging.getLogger("stn_lab")
 
 
 class EpochSummary(L.Callback):
-    """Logs ``epoch 3/10 | train loss 0.412 | val loss 0.388 | val acc 87.21% | 12.3 s``."""
+    """Logs ``epoch 3/10 | train loss 0.412 | val loss 0.388 | val acc 87.21% | 12.3 s``.
+
+    With a step budget (``trainer.max_steps``) the epoch reads ``epoch 3 (step 645/2000)``.
+    """
 
     def __init__(self):
         self.seconds_per_epoch: list[float] = []
@@ -47,11 +50,13 @@ class EpochSummary(L.Callback):
             v = metrics.get(key)
             return "n/a" if v is None or math.isnan(float(v)) else f"{float(v) * scale:{fmt}}"
 
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        if trainer.max_steps and trainer.max_steps > 0:  # a step budget: show where in it we are
+            where = f"epoch {epoch + 1} (step {trainer.global_step}/{trainer.max_steps})"
+        else:
+            where = f"epoch {epoch + 1}/{trainer.max_epochs}"
         log.info(
-            "epoch %d/%s | train loss %s | val loss %s | val acc %s%% | %.1f s",
-            epoch + 1,
-            total,
+            "%s | train loss %s | val loss %s | val acc %s%% | %.1f s",
+            where,
             value("train/loss"),
             value("val/loss"),
             value("val/acc", 100.0, ".2f"),
