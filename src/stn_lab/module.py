@@ -17,6 +17,11 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 STAGES = ("train", "val", "test")
+FAULT_ACTIONS = ("stop", "skip", "off")
+
+
+class TrainingFault(RuntimeError):
+    """Training went wrong in a way that more steps will not fix (NaN loss, runaway STN)."""
 
 
 class ClassifierModule(L.LightningModule):
@@ -33,6 +38,8 @@ class ClassifierModule(L.LightningModule):
         num_classes: int,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         scheduler_interval: str = "epoch",
+        on_fault: str = "stop",
+        degenerate_fraction: float = 0.5,
     ):
         super().__init__()
         self.network = network
@@ -43,6 +50,11 @@ class ClassifierModule(L.LightningModule):
                 f"scheduler_interval must be epoch or step, got {scheduler_interval!r}"
             )
         self.scheduler_interval = scheduler_interval
+        if on_fault not in FAULT_ACTIONS:
+            raise ValueError(f"on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
+        self.on_fault = on_fault
+        self.degenerate_fraction = degenerate_fraction
+        self.skipped_batches = 0
         self.num_classes = num_classes
         # Keys get a suffix: a ModuleDict key "train" would clash with nn.Module.train.
         self.stage_metrics = nn.ModuleDict(
@@ -83,7 +95,30 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train") + self.network.penalty().to(self.device)
+        fault = self._fault(loss)
+        if fault is None:
+            return loss
+        if self.on_fault == "stop":
+            # Raising keeps the last good checkpoint: nothing is saved after this step.
+            raise TrainingFault(
+                f"{fault} at step {self.global_step} (epoch {self.current_epoch + 1})"
+            )
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches))
+        return None  # Lightning skips backward and the optimiser step for this batch
+
+    def _fault(self, loss: torch.Tensor) -> str | None:
+        """What is wrong with this step, or None. Checked only when ``on_fault`` is not off."""
+        if self.on_fault == "off":
+            return None
+        if not torch.isfinite(loss):
+            return f"non-finite loss ({float(loss.detach())})"
+        for kind, fraction in self.network.health().items():
+            if fraction > self.degenerate_fraction:
+                what = "collapsed to under a pixel" if kind == "collapsed" else "left the image"
+                return f"degenerate STN: the grid {what} for {float(fraction):.0%} of the batch"
+        return None
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -54,11 +54,12 @@ def metrics_record(
     error: str | None = None,
     class_names: list[str] | None = None,
     test: dict | None = None,
+    epochs: int = 0,
     seconds_per_epoch: list[float] | None = None,
+    skipped_batches: int = 0,
     params: dict | None = None,
     best_checkpoint: str | None = None,
 ) -> dict:
-    seconds = seconds_per_epoch or []
     return {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -68,8 +69,9 @@ def metrics_record(
         "overrides": overrides,
         "class_names": class_names,
         "test": test,
-        "epochs": len(seconds),
-        "seconds_per_epoch": seconds,
+        "epochs": epochs,
+        "seconds_per_epoch": seconds_per_epoch or [],
+        "skipped_batches": skipped_batches,
         "params": params,
         "best_checkpoint": best_checkpoint,
     }

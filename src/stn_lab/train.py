@@ -8,6 +8,7 @@ Everything lands in the run's Hydra output directory (``logs/runs/...`` or
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.data.sources import DataError
 from stn_lab.epoch_log import EpochSummary
-from stn_lab.module import ClassifierModule
+from stn_lab.module import ClassifierModule, TrainingFault
 from stn_lab.run_record import metrics_record, record_choices, write_json_atomic
 
 log = logging.getLogger("stn_lab")
@@ -43,7 +44,7 @@ def user_error_message(err: BaseException) -> str | None:
     """The one-line message for errors caused by input, or ``None`` for real bugs."""
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    if isinstance(err, (DataError, UserError, ValueError)):
+    if isinstance(err, (DataError, UserError, ValueError, TrainingFault)):
         return str(err).splitlines()[0] if str(err) else type(err).__name__
     return None
 
@@ -63,6 +64,8 @@ def build(cfg: DictConfig):
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         scheduler_interval=cfg.get("scheduler_interval", "epoch"),
+        on_fault=cfg.faults.on_fault,
+        degenerate_fraction=cfg.faults.degenerate_fraction,
         num_classes=datamodule.num_classes,
     )
     return datamodule, network, module
@@ -80,16 +83,23 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         mode="max",
         save_last=True,
     )
+    # A second checkpoint refreshes last.ckpt every N steps, so a killed run resumes mid-epoch.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=0,
+        save_last=True,
+    )
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="csv", version=""),
-        callbacks=[summary, checkpoint],
+        callbacks=[summary, checkpoint, last],
     )
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
     log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
-    trainer.fit(module, datamodule=datamodule)
+    fit(trainer, module, datamodule, cfg.get("ckpt_path"))
     best = checkpoint.best_model_path or None
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     results = module.test_results
@@ -101,12 +111,38 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         overrides=overrides,
         class_names=list(datamodule.class_names),
         test=results,
+        epochs=trainer.current_epoch,
         seconds_per_epoch=[round(s, 3) for s in summary.seconds_per_epoch],
+        skipped_batches=module.skipped_batches,
         params=counts,
         best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
     )
     write_json_atomic(run_dir / "metrics.json", record)
     return record
+
+
+def fit(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> None:
+    """``trainer.fit``, resuming from ``ckpt_path``; another model's checkpoint is a user error."""
+    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_file():
+        raise UserError(f"checkpoint {ckpt_path} does not exist")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        reason = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise UserError(
+            f"checkpoint {ckpt_path} was made with a different model config ({reason[:160]})"
+        ) from None
+
+
+def completed_record(run_dir: Path) -> dict | None:
+    """The run's ``metrics.json`` if it already completed (re-running a sweep skips it)."""
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("status") == "completed" else None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -115,6 +151,10 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = dict(hydra_cfg.runtime.choices)
     overrides = list(hydra_cfg.overrides.task)
+    done = completed_record(run_dir)
+    if done is not None:
+        log.info("%s already completed (metrics.json): skipping", run_dir)
+        return done["test"]["acc"]
     try:
         record = train(cfg, run_dir, choices, overrides)
     except Exception as err:

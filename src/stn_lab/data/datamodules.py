@@ -20,6 +20,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -81,8 +83,12 @@ class ImageDataModule(L.LightningDataModule):
         self.splits: dict[str, TensorDataset] = {}
 
     @staticmethod
-    def _pick_distortion(distortion, sets: dict) -> Distortion | None:
-        """A distortion object, or a set's name (``data.distortion=RTS``) looked up in ``sets``."""
+    def _pick_distortion(distortion, sets) -> Distortion | None:
+        """A distortion object, or a set's name (``data.distortion=RTS``) looked up in ``sets``.
+
+        The data configs pass the sets un-instantiated (``_recursive_: false``), so only the
+        chosen one is built: a bad value in another set does not break this run.
+        """
         if not isinstance(distortion, str):
             return distortion
         if distortion == "none":
@@ -90,7 +96,8 @@ class ImageDataModule(L.LightningDataModule):
         if distortion not in sets:
             valid = ", ".join(["none", *(k for k in sets if k != "none")])
             raise ValueError(f"unknown distortion {distortion!r}; valid choices: {valid}")
-        return sets[distortion]
+        chosen = sets[distortion]
+        return instantiate(chosen) if isinstance(chosen, (dict, DictConfig)) else chosen
 
     # --- what a subclass provides -------------------------------------------------------
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -111,6 +118,13 @@ class ImageDataModule(L.LightningDataModule):
         if self.splits:
             return
         raw = self.load()
+        for split, (_, labels) in raw.items():
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+                raise ValueError(
+                    f"num_classes mismatch: {self.name} {split} labels run from "
+                    f"{int(labels.min())} to {int(labels.max())}, "
+                    f"but it has {self.num_classes} classes"
+                )
         train_x, train_y = raw["train"]
         n_val = self._val_count(len(train_x))
         order = torch.randperm(

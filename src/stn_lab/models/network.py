@@ -109,6 +109,19 @@ class Network(nn.Module):
         features = self.classifier.features(x, self.position)
         return self.classifier(self._transform(features), start=self.position)
 
+    def penalty(self) -> torch.Tensor:
+        """The STNs' identity penalties from the last forward pass (0 without STNs)."""
+        return sum((stn.last_penalty for stn in self.stns), torch.zeros(()))
+
+    def health(self) -> dict[str, torch.Tensor]:
+        """Worst fraction of collapsed / outside grids over the STNs in the last training pass."""
+        reports = [stn.last_health for stn in self.stns if stn.last_health]
+        return (
+            {key: torch.stack([r[key] for r in reports]).amax() for key in ("collapsed", "outside")}
+            if reports
+            else {}
+        )
+
     def gradcam_layer(self) -> nn.Module:
         return self.classifier.last_conv
 

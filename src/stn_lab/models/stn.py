@@ -24,6 +24,12 @@ class SpatialTransformer(nn.Module):
         padding_mode: what is sampled outside the input: zeros, border or reflection.
         align_corners: ``grid_sample``'s convention for the normalised coordinates.
         lr_mult: learning-rate multiplier for all STN parameters (own optimiser group).
+        identity_weight: weight of a penalty pulling the parameters towards the identity
+            (mean squared distance); 0 turns it off.
+
+    After each forward pass, :attr:`last_penalty` holds that penalty and :attr:`last_health`
+    the fraction of the batch whose sampling grid has collapsed (spans less than one input
+    pixel) or lies entirely outside the input: the signs of a transform that has run away.
     """
 
     def __init__(
@@ -36,12 +42,18 @@ class SpatialTransformer(nn.Module):
         padding_mode: str = "zeros",
         align_corners: bool = False,
         lr_mult: float = 1.0,
+        identity_weight: float = 0.0,
     ):
         super().__init__()
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if lr_mult <= 0:
             raise ValueError(f"lr_mult must be > 0, got {lr_mult}")
+        if not isinstance(transform, TransformFamily):
+            raise ValueError(
+                f"transform {type(transform).__name__} is not supported by the STN: it must be a "
+                "TransformFamily (affine, attention, similarity, projective, tps)"
+            )
         self.localiser = localiser(in_channels=in_channels, image_size=image_size)
         self.transform = transform
         self.head = nn.Linear(self.localiser.out_features, transform.num_params)
@@ -53,23 +65,48 @@ class SpatialTransformer(nn.Module):
         self.padding_mode = padding_mode
         self.align_corners = align_corners
         self.lr_mult = lr_mult
+        if identity_weight < 0:
+            raise ValueError(f"identity_weight must be >= 0, got {identity_weight}")
+        self.identity_weight = identity_weight
+        self.last_penalty = torch.zeros(())
+        self.last_health: dict[str, torch.Tensor] = {}
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """The transform parameters ``[N, num_params]`` predicted for ``x``."""
         return self.head(self.localiser(x))
 
     def warp(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """Sample ``x`` on the grid that ``theta`` defines (fp32 sampling, even under autocast)."""
+        """Sample ``x`` on the grid that ``theta`` defines.
+
+        Grid generation and sampling run in fp32 even under autocast: in bf16 the sampling
+        coordinates would be off by whole pixels.
+        """
         shape = (x.shape[0], x.shape[1], self.out_size, self.out_size)
-        grid = self.transform.grid(theta, shape, self.align_corners)
-        out = F.grid_sample(
-            x.float(),
-            grid,
-            mode="bilinear",
-            padding_mode=self.padding_mode,
-            align_corners=self.align_corners,
-        )
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            grid = self.transform.grid(theta.float(), shape, self.align_corners)
+            out = F.grid_sample(
+                x.float(),
+                grid,
+                mode="bilinear",
+                padding_mode=self.padding_mode,
+                align_corners=self.align_corners,
+            )
+        if self.training:
+            self.last_health = grid_health(grid.detach(), x.shape[-1])
         return out.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.warp(x, self.theta(x))
+        theta = self.theta(x)
+        if self.identity_weight > 0:
+            identity = self.transform.identity().to(theta.device)
+            self.last_penalty = self.identity_weight * (theta - identity).square().mean()
+        return self.warp(x, theta)
+
+
+def grid_health(grid: torch.Tensor, in_size: int) -> dict[str, torch.Tensor]:
+    """Fractions of a batch whose grids ``[N, H, W, 2]`` collapsed or fell outside the input."""
+    flat = grid.flatten(1, 2)
+    span = (flat.amax(dim=1) - flat.amin(dim=1)).amax(dim=1)
+    collapsed = span < 2.0 / in_size  # the whole output samples less than one input pixel
+    inside = (flat.abs() <= 1).all(dim=2).any(dim=1)
+    return {"collapsed": collapsed.float().mean(), "outside": (~inside).float().mean()}

@@ -43,7 +43,19 @@ class TransformFamily(nn.Module):
 
 
 class MatrixTransform(TransformFamily):
-    """A family whose members are 2x3 affine matrices; subclasses only build the matrix."""
+    """A family whose members are 2x3 affine matrices; subclasses only build the matrix.
+
+    Args:
+        bounded: squash each parameter's distance from the identity through ``tanh`` (so it
+            stays within +-``BOUND`` of the identity): a safeguard against runaway transforms
+            that sample far outside the image. ``BOUND`` < 1 keeps an isotropic scale above 0.
+    """
+
+    BOUND = 0.9
+
+    def __init__(self, bounded: bool = False):
+        super().__init__()
+        self.bounded = bounded
 
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
         """The ``[N, 2, 3]`` affine matrix for parameters ``theta``."""
@@ -52,6 +64,9 @@ class MatrixTransform(TransformFamily):
     def grid(
         self, theta: torch.Tensor, out_shape: tuple[int, int, int, int], align_corners: bool
     ) -> torch.Tensor:
-        # Grid generation stays in fp32 even under autocast: bf16 coordinates lose whole pixels.
-        matrix = self.matrix(theta.float())
+        theta = theta.float()
+        if self.bounded:
+            identity = self.identity().to(theta.device)
+            theta = identity + self.BOUND * torch.tanh(theta - identity)
+        matrix = self.matrix(theta)
         return F.affine_grid(matrix, list(out_shape), align_corners=align_corners)

@@ -1,0 +1,197 @@
+"""Runs that survive: bad input, training faults, resume after a kill, determinism, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg, make_idx_dataset
+
+from stn_lab.data import sources
+from stn_lab.data.datamodules import MNISTDataModule, SyntheticDataModule
+from stn_lab.models.transforms.affine import Affine
+from stn_lab.models.transforms.attention import Attention
+from stn_lab.module import TrainingFault
+from stn_lab.train import build, train
+
+TINY = [
+    "data=synthetic", "data.num_train=256", "data.num_test=64",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]  # fmt: skip
+
+
+def run(tmp_path: Path, overrides: list[str], network_hook=None) -> dict:
+    cfg = compose_cfg([*TINY, *overrides])
+    return train(cfg, tmp_path, {"model": "stn"}, overrides)
+
+
+def collapse_stn(cfg_overrides: list[str]):
+    """A real runaway transform: the affine scale driven to zero, as in a collapsed run."""
+    cfg = compose_cfg([*TINY, *cfg_overrides])
+    datamodule, network, module = build(cfg)
+    with torch.no_grad():
+        network.stns[0].head.bias.copy_(torch.tensor([1e-4, 0, 0, 0, 1e-4, 0]))
+    return cfg, datamodule, module
+
+
+def fit(cfg, datamodule, module, tmp_path):
+    import lightning as L
+    from hydra.utils import instantiate
+
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=datamodule)
+    return trainer
+
+
+def test_collapsed_stn_stops_the_run_naming_the_step(tmp_path):
+    cfg, datamodule, module = collapse_stn(["trainer.max_epochs=1", "model.stn.lr_mult=1e-9"])
+    with pytest.raises(TrainingFault, match=r"degenerate STN: the grid collapsed .* at step 0"):
+        fit(cfg, datamodule, module, tmp_path)
+
+
+def test_collapsed_stn_batches_can_be_skipped_and_counted(tmp_path):
+    overrides = ["trainer.max_epochs=1", "model.stn.lr_mult=1e-9", "faults.on_fault=skip"]
+    cfg, datamodule, module = collapse_stn(overrides)
+    before = {k: v.clone() for k, v in module.network.state_dict().items()}
+    fit(cfg, datamodule, module, tmp_path)
+    assert module.skipped_batches == len(datamodule.train_dataloader())
+    after = module.network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step was taken
+
+
+def test_non_finite_loss_stops_the_run(tmp_path):
+    cfg = compose_cfg([*TINY, "trainer.max_epochs=1", "model=cnn"])
+    datamodule, network, module = build(cfg)
+    with torch.no_grad():
+        network.classifier.head[-1].bias.fill_(float("nan"))
+    with pytest.raises(TrainingFault, match=r"non-finite loss \(nan\) at step 0"):
+        fit(cfg, datamodule, module, tmp_path)
+
+
+def test_grid_leaving_the_image_is_detected():
+    from stn_lab.models.stn import grid_health
+
+    inside = Affine().grid(Affine().identity().unsqueeze(0), (1, 1, 8, 8), False)
+    health = grid_health(torch.cat([inside, inside + 5]), 8)
+    assert health["outside"] == 0.5 and health["collapsed"] == 0.0
+
+
+def test_bounded_transforms_stay_near_the_identity():
+    theta = torch.tensor([[100.0, -50.0, 30.0, 0.0, 1.0, -9.0]])
+    grid = Affine(bounded=True).grid(theta, (1, 1, 5, 5), False)
+    # Each entry within 0.9 of the identity: |x'| <= |a| + |b| + |t| <= 1.9 + 0.9 + 0.9.
+    assert grid.abs().max() <= 3.7 + 1e-5
+    assert Affine().grid(theta, (1, 1, 5, 5), False).abs().max() > 100  # unbounded runs away
+    attention = Attention(bounded=True).grid(torch.tensor([[-10.0, 0, 0]]), (1, 1, 5, 5), False)
+    assert attention.abs().max() >= 0.1 * 0.8 - 1e-6  # scale >= 0.1; grid points reach 0.8
+
+
+def test_identity_penalty_is_added_to_the_loss():
+    cfg = compose_cfg([*TINY, "model.stn.identity_weight=2.0"])
+    _, network, _ = build(cfg)
+    with torch.no_grad():
+        network.stns[0].head.bias.add_(torch.tensor([0.5, 0, 0, 0, 0, 0]))
+    network(torch.rand(4, 1, 28, 28))
+    assert network.penalty().item() == pytest.approx(2.0 * 0.25 / 6)
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(tmp_path):
+    records = [run(tmp_path / str(i), ["trainer.max_epochs=2"]) for i in range(2)]
+    for record in records:
+        record.pop("seconds_per_epoch")
+    assert records[0] == records[1]
+
+
+def test_unwritable_data_root_is_one_clear_error(tmp_path):
+    system = make_idx_dataset(tmp_path / "system", n_train=20, n_test=10)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    from stn_lab.data.datamodules import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(
+        data_dir=blocker / "root", download=False, system_dirs=[str(system)]
+    )
+    with pytest.raises(sources.DataError, match="cannot copy .* into the data root"):
+        dm.setup()
+
+
+def test_labels_beyond_num_classes_are_a_mismatch(tmp_path):
+    folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=20, n_test=10)
+    from conftest import write_idx
+
+    write_idx(folder / "t10k-labels-idx1-ubyte", torch.full((10,), 12, dtype=torch.uint8).numpy())
+    with pytest.raises(ValueError, match="num_classes mismatch: mnist test labels run from 12"):
+        MNISTDataModule(data_dir=tmp_path, val_size=5, download=False).setup()
+
+
+def test_unsupported_transform_is_rejected():
+    cfg = compose_cfg([*TINY, "transform._target_=torch.nn.Identity", "~transform.bounded"])
+    with pytest.raises(Exception, match="not supported by the STN"):
+        build(cfg)
+
+
+def cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs"), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        # Hydra's flags (-m) must come before the overrides.
+        [sys.executable, "-m", "stn_lab.train", *[a for a in args if a == "-m"], *TINY,
+         *[a for a in args if a != "-m"]], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+    )  # fmt: skip
+
+
+def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
+    first = cli(["trainer.max_epochs=1", "hydra.run.dir=a"], tmp_path)
+    assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    second = cli(
+        ["trainer.max_epochs=1", "model=cnn", f"ckpt_path={ckpt}", "hydra.run.dir=b"], tmp_path
+    )
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 2 and "Traceback" not in output
+    assert f"error: checkpoint {ckpt} was made with a different model config" in output
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    args = ["trainer.max_epochs=4", "checkpoint_every_n_steps=2", "data.num_train=2048",
+            "hydra.run.dir=run"]  # fmt: skip
+    proc = cli(args, tmp_path)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it get further into training, then kill it without warning
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert last.exists() and not (tmp_path / "run" / "metrics.json").exists()
+    resumed = cli([*args, "ckpt_path=last"], tmp_path)
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-2000:]
+    assert "Restoring states from the checkpoint path" in output
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["epochs"] == 4
+    again = cli([*args, "ckpt_path=last"], tmp_path)  # a finished job is skipped, not redone
+    assert "already completed" in again.communicate(timeout=300)[0] and again.returncode == 0
+
+
+def test_failing_sweep_job_keeps_the_others(tmp_path):
+    proc = cli(["-m", "trainer.fast_dev_run=true", "distortions.RTS.scale=[0,1]",
+                "data.distortion=none,RTS"], tmp_path)  # fmt: skip
+    assert proc.wait(timeout=300) == 0
+    records = [
+        json.loads(p.read_text()) for p in sorted(tmp_path.glob("logs/multiruns/*/*/metrics.json"))
+    ]
+    assert [r["status"] for r in records] == ["completed", "failed"]
+    assert records[1]["error"] == "scale must be > 0, got [0.0, 1.0]"
+
+
+def test_synthetic_module_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="val_size"):
+        SyntheticDataModule(num_train=10, val_size=20).setup()
