@@ -2,13 +2,14 @@
 PY ?= .venv/bin/python
 DATA ?= $(or $(STN_LAB_DATA),data)
 ARGS ?=
+EXTRAS ?= dev
 
 .PHONY: install test test-all train lint format data compare bench clean
 
 install:
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
 
 test:
 	$(PY) -m pytest -m "not slow" -q

@@ -130,12 +130,16 @@ class ClassifierModule(L.LightningModule):
         metrics = self.stage_metrics[f"{stage}_metrics"]
         values = metrics.compute()
         metrics.reset()
+        # torchmetrics already synced these across DDP processes; sync_dist only silences
+        # Lightning's warning (the values are equal on every process).
         self.log_dict(
             {f"{stage}/acc": values["acc"], f"{stage}/loss": values["loss"]},
             prog_bar=stage != "test",
+            sync_dist=True,
         )
         if stage != "train":
-            self.log_dict({f"{stage}/acc_class_{k}": v for k, v in enumerate(values["acc_class"])})
+            per_class = {f"{stage}/acc_class_{k}": v for k, v in enumerate(values["acc_class"])}
+            self.log_dict(per_class, sync_dist=True)
         return values
 
     def on_train_epoch_end(self):

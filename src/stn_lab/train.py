@@ -103,7 +103,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     best = checkpoint.best_model_path or None
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     results = module.test_results
-    log.info("test acc %.2f%% | test loss %.4f", 100 * results["acc"], results["loss"])
+    if trainer.is_global_zero:
+        log.info("test acc %.2f%% | test loss %.4f", 100 * results["acc"], results["loss"])
     record = metrics_record(
         status="completed",
         seed=cfg.seed,
@@ -117,7 +118,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         params=counts,
         best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
     )
-    write_json_atomic(run_dir / "metrics.json", record)
+    if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
+        write_json_atomic(run_dir / "metrics.json", record)
     return record
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
+    DistributedSampler,
     RandomSampler,
     SequentialSampler,
     TensorDataset,
@@ -42,6 +43,14 @@ CIFAR10_CLASSES = [
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 EVAL_CHUNK = 2048
+
+
+class EpochBatchSampler(BatchSampler):
+    """A BatchSampler that passes Lightning's ``set_epoch`` on to its (distributed) sampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -164,11 +173,18 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
         batch = self.batch_size if split == "train" else self.eval_batch_size
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # DDP: each process gets a shard
+            order = DistributedSampler(
+                dataset, trainer.world_size, trainer.global_rank, shuffle=shuffle,
+                seed=torch.initial_seed() % 2**31,
+            )  # fmt: skip
+        else:
+            order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=None,  # the BatchSampler hands whole index lists to TensorDataset
-            sampler=BatchSampler(order, batch, drop_last=False),
+            sampler=EpochBatchSampler(order, batch, drop_last=False),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

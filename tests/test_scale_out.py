@@ -1,0 +1,73 @@
+"""Scale-out on existing engines: DDP, Hydra launchers, and the Docker image's install."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data=synthetic", "data.num_train=512", "data.num_test=256",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
+
+
+def run_cli(args: list[str], cwd: Path) -> list[dict]:
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs")}
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags come before the overrides
+    overrides = [*TINY, *(a for a in args if a not in flags)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "stn_lab.train", *flags, *overrides],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(p.read_text()) for p in sorted((cwd / "logs").glob("**/metrics.json"))]
+
+
+def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
+    (single,) = run_cli(["trainer.max_epochs=4"], tmp_path / "one")
+    (ddp,) = run_cli(["trainer=ddp", "trainer.devices=2", "trainer.max_epochs=4"], tmp_path / "ddp")
+    # Two processes see the same epochs in half the steps (the global batch doubles), so allow
+    # for noise; both must learn the easy synthetic classes.
+    assert single["test"]["acc"] > 0.6 and ddp["test"]["acc"] > 0.6
+    assert abs(single["test"]["acc"] - ddp["test"]["acc"]) < 0.2
+    assert sum(map(sum, ddp["test"]["confusion_matrix"])) >= 256  # every test image counted
+
+
+def test_joblib_launcher_runs_sweep_jobs_in_parallel(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    records = run_cli(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=stn,cnn",
+         "trainer.fast_dev_run=true"], tmp_path,
+    )  # fmt: skip
+    assert sorted(r["choices"]["model"] for r in records) == ["cnn", "stn"]
+
+
+def test_slurm_launcher_is_available():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    hydra = compose_cfg(["hydra/launcher=submitit_slurm"], return_hydra_config=True).hydra
+    assert hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def make_install_commands() -> list[str]:
+    out = subprocess.run(["make", "-n", "install"], cwd=ROOT, capture_output=True, text=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_dockerfile_installs_with_the_makefile_commands():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runs = re.findall(r"^RUN (.+)$", dockerfile, flags=re.MULTILINE)
+    assert "make install" in runs  # the image runs exactly the Makefile's install recipe
+    commands = make_install_commands()
+    assert any(re.search(r"-m pip install -e '\.\[dev\]'", c) for c in commands), commands
+    assert any("python3 -m venv .venv" in c for c in commands)
+    python = re.search(r"^PY \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert f'ENTRYPOINT ["{python}", "-m", "stn_lab.train"]' in dockerfile
+    copied = " ".join(re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE))
+    assert all(name in copied for name in ("pyproject.toml", "src", "conf", "Makefile"))
