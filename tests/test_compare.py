@@ -50,7 +50,13 @@ def metrics(choices: dict, seed: int, acc: float, loss: float | None = None, **e
         "status": "completed",
         "error": None,
         "seed": seed,
-        "choices": {**choices, "data": DATA, "trainer": "default", "experiment": None},
+        "choices": {
+            **choices,
+            "data": DATA,
+            "distortion": "RTS",
+            "trainer": "default",
+            "experiment": None,
+        },
         "overrides": [f"model={model}", f"seed={seed}"],
         "class_names": CLASSES,
         "test": {
@@ -205,8 +211,8 @@ def test_pair_differences(logs: Path) -> None:
     stats = compare.aggregate_all(compare.group_runs(runs))
     diffs = compare.pair_differences(stats)
     rows = {(d.varied, d.a.key, d.b.key): d for d in diffs}
-    stn, cnn = (*STN.values(), DATA), (*CNN.values(), DATA)
-    leaky, proj = (*STN_LEAKY.values(), DATA), (*STN_PROJ.values(), DATA)
+    stn, cnn = (*STN.values(), DATA, "RTS"), (*CNN.values(), DATA, "RTS")
+    leaky, proj = (*STN_LEAKY.values(), DATA, "RTS"), (*STN_PROJ.values(), DATA, "RTS")
     assert set(rows) == {
         ("model", cnn, stn),
         ("model", cnn, leaky),

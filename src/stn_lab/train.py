@@ -16,12 +16,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from stn_lab.config_path import CONFIG_DIR
@@ -29,6 +31,7 @@ from stn_lab.data.sources import DataError
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.module import ClassifierModule, TrainingFault
 from stn_lab.run_record import metrics_record, record_choices, write_json_atomic
+from stn_lab.viz.callbacks import RunArtefacts
 
 log = logging.getLogger("stn_lab")
 
@@ -94,11 +97,13 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="csv", version=""),
-        callbacks=[summary, checkpoint, last],
+        callbacks=[summary, checkpoint, last, RunArtefacts(run_dir, **cfg.artefacts)],
     )
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
     log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
+    if trainer.is_global_zero:
+        write_summary(module, datamodule, run_dir / "summary.txt")
     fit(trainer, module, datamodule, cfg.get("ckpt_path"))
     best = checkpoint.best_model_path or None
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -121,6 +126,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
         write_json_atomic(run_dir / "metrics.json", record)
     return record
+
+
+def write_summary(module: ClassifierModule, datamodule, path: Path) -> None:
+    """Layer table with output shapes and parameter counts, to the log and ``summary.txt``."""
+    size = datamodule.image_size
+    module.example_input_array = torch.zeros(2, datamodule.in_channels, size, size)
+    table = str(ModelSummary(module, max_depth=-1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table + "\n")
+    log.info("model summary (also in %s):\n%s", path.name, table)
 
 
 def fit(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> None:

@@ -208,6 +208,8 @@ class ImageDataModule(L.LightningDataModule):
         return (x - mean) / std
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, torch.Tensor):  # e.g. the model summary's example input
+            return batch
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
         return self.prepare_images(images, train=training), labels

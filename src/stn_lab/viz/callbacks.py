@@ -85,7 +85,11 @@ class RunArtefacts(L.Callback):
     def _write(self, kind: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         """Call ``fn(*args, path, **kwargs)`` for ``out_dir / kind`` and log the file written."""
         path = self.out_dir / kind
-        fn(*args, path, **kwargs)
+        try:
+            fn(*args, path, **kwargs)
+        except Exception as err:  # a picture that cannot be drawn must not fail a finished run
+            log.warning("could not write %s: %s", path, f"{type(err).__name__}: {err}"[:200])
+            return
         log.info("wrote %s", path)
 
     @staticmethod
