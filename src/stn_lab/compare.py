@@ -45,7 +45,14 @@ from typing import Any
 import numpy as np
 
 #: Hydra choices that define a group; runs in one group differ only in their seed.
-GROUP_KEYS: tuple[str, ...] = ("model", "localiser", "activation", "transform", "data", "distortion")
+GROUP_KEYS: tuple[str, ...] = (
+    "model",
+    "localiser",
+    "activation",
+    "transform",
+    "data",
+    "distortion",
+)
 #: Value used for a choice that does not apply (e.g. ``localiser`` for ``model=cnn``) or is missing.
 NA = "n/a"
 #: Name of the file every training run writes into its output folder.
