@@ -44,5 +44,8 @@ data:
 compare:
 	$(PY) -m stn_lab.compare $(ARGS)
 
+bench:
+	$(PY) -m stn_lab.bench $(ARGS)
+
 clean:
 	rm -rf logs results .pytest_cache .ruff_cache

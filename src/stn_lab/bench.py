@@ -1,0 +1,277 @@
+"""``python -m stn_lab.bench``: throughput, overhead ratios, data-pipeline speed and memory.
+
+Prints one table and writes it to ``bench/results.md``. The machine is noisy (+-40% run to run),
+so every target is a ratio of two measurements taken in alternating rounds within one run, and
+each ratio is the median over rounds.
+
+- train / inference img/s of the STN (default localiser), the STN with the tutorial localiser,
+  and the CNN, at 28, 42 and 60 px, in a plain PyTorch loop over the DataModule's batches;
+- Lightning/plain: stn_lab's Lightning path (ClassifierModule + Trainer, metrics included)
+  against that plain loop, same model, same batches;
+- STN/CNN: the train-step time ratio;
+- data img/s: every distortion set alone, against the fastest model's training rate;
+- peak RSS of a real 28x28 training run (``python -m stn_lab.train``, in a subprocess);
+- with ``--accuracy-epochs N``: test accuracy of the default and the tutorial localiser after N
+  epochs on Fashion-MNIST-RTS (minutes per epoch on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from stn_lab.config_path import CONFIG_DIR
+from stn_lab.train import build
+
+TUTORIAL_LOCALISER = [
+    "arch.localiser.channels=[8,10]", "arch.localiser.kernel_sizes=[7,5]",
+    "arch.localiser.hidden=[32]", "arch.localiser.input_downsample=1",
+]  # fmt: skip
+MODELS = {"stn": ["model=stn"], "stn_tutorial": ["model=stn", *TUTORIAL_LOCALISER],
+          "cnn": ["model=cnn"]}  # fmt: skip
+BATCH = 64
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def setup(model: str, size: int, n_train: int):
+    """A seeded (datamodule, network, module) on in-memory synthetic images of ``size`` px."""
+    cfg = compose_cfg([
+        *MODELS[model], "data=synthetic", f"data.image_size={size}", f"data.num_train={n_train}",
+        "data.num_test=64", f"data.batch_size={BATCH}",
+    ])  # fmt: skip
+    datamodule, network, module = build(cfg)
+    datamodule.setup()
+    return cfg, datamodule, network, module
+
+
+def plain_steps(datamodule, network, optimizer, steps: int) -> float:
+    """Seconds for ``steps`` training steps of a plain PyTorch loop (the reference)."""
+    network.train()
+    batches = iter(datamodule.train_dataloader())
+    start = time.perf_counter()
+    for _ in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(datamodule.train_dataloader())
+            x, y = next(batches)
+        x = datamodule.prepare_images(x, train=True)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(network(x), y).backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def inference_seconds(datamodule, network, batches: int) -> float:
+    network.eval()
+    x, _ = next(iter(datamodule.train_dataloader()))
+    x = datamodule.prepare_images(x, train=False)
+    with torch.no_grad():
+        network(x)
+        start = time.perf_counter()
+        for _ in range(batches):
+            network(x)
+    return time.perf_counter() - start
+
+
+class _StepTimer(L.Callback):
+    """Times Lightning training steps after a warm-up."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.steps = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+        self.steps = trainer.global_step - self.warmup
+
+
+def lightning_steps(cfg, datamodule, module, steps: int, warmup: int = 5) -> float:
+    """Seconds per step of stn_lab's Lightning path (ClassifierModule + Trainer)."""
+    timer = _StepTimer(warmup)
+    trainer = instantiate(
+        cfg.trainer, max_epochs=-1, max_steps=steps + warmup, limit_val_batches=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds / timer.steps
+
+
+def throughput(size: int, steps: int, rounds: int) -> dict:
+    """Train/inference img/s per model, and the within-run ratios, at one image size."""
+    torch.manual_seed(0)
+    parts = {m: setup(m, size, n_train=BATCH * (steps + 10)) for m in MODELS}
+    optimizers = {m: torch.optim.Adam(p[2].parameters(), 1e-3) for m, p in parts.items()}
+    for m, (_, dm, net, _) in parts.items():
+        plain_steps(dm, net, optimizers[m], 3)  # warm-up
+    per_step = {m: [] for m in MODELS}
+    for _ in range(rounds):  # alternate models so slow phases of the machine hit all of them
+        for m, (_, dm, net, _) in parts.items():
+            per_step[m].append(plain_steps(dm, net, optimizers[m], steps) / steps)
+    row = {"size": size}
+    for m, (_, dm, net, _) in parts.items():
+        row[f"{m}_train"] = BATCH / statistics.median(per_step[m])
+        row[f"{m}_infer"] = BATCH * 20 / inference_seconds(dm, net, 20)
+    for m in ("stn", "stn_tutorial"):
+        ratios = [s / c for s, c in zip(per_step[m], per_step["cnn"], strict=True)]
+        row[f"{m}_cnn_ratio"] = statistics.median(ratios)
+    # Lightning against plain, alternating, on fresh copies of the same model and batches.
+    for m in ("stn", "cnn"):
+        ratios = []
+        for _ in range(max(1, rounds // 2)):
+            cfg, dm, net, module = setup(m, size, n_train=BATCH * (steps + 10))
+            lightning = lightning_steps(cfg, dm, module, steps)
+            _, dm2, net2, _ = setup(m, size, n_train=BATCH * (steps + 10))
+            plain = plain_steps(dm2, net2, torch.optim.Adam(net2.parameters(), 1e-3), steps) / steps
+            ratios.append(plain / lightning)  # throughput ratio Lightning / plain
+        row[f"{m}_lightning_ratio"] = statistics.median(ratios)
+    return row
+
+
+def data_pipeline(batches: int) -> dict[str, float]:
+    """img/s of each distortion set alone on 28 px batches of 256 (the CPU's rate)."""
+    sets = instantiate(compose_cfg([]).distortions)
+    x = torch.rand(256, 1, 28, 28)
+    rates = {}
+    for name, distortion in sets.items():
+        if distortion is None:
+            continue
+        for _ in range(3):  # warm-up
+            distortion(x)
+        start = time.perf_counter()
+        for _ in range(batches):
+            distortion(x)
+        rates[name] = 256 * batches / (time.perf_counter() - start)
+    return rates
+
+
+def peak_rss_mb(steps: int) -> tuple[float, str]:
+    """Peak RSS of a real 28x28 training run in a subprocess, and which data it used."""
+    from stn_lab.data.sources import debian_fashion_dirs
+
+    fashion = ["data=fashion_mnist"]
+    data = fashion if debian_fashion_dirs() else ["data=synthetic", "data.num_train=60000"]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "STN_LAB_LOGS": tmp}
+        subprocess.run(
+            [sys.executable, "-m", "stn_lab.train", *data, f"trainer.max_steps={steps}",
+             "trainer.max_epochs=-1", "trainer.limit_val_batches=20",
+             "trainer.enable_progress_bar=false"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, data[0]
+
+
+def accuracy(epochs: int) -> dict[str, float]:
+    """Test accuracy of the default vs the tutorial localiser on Fashion-MNIST-RTS."""
+    results = {}
+    for name, extra in (("default", []), ("tutorial", TUTORIAL_LOCALISER)):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "STN_LAB_LOGS": tmp}
+            subprocess.run(
+                [sys.executable, "-m", "stn_lab.train", "data=fashion_mnist_distorted", *extra,
+                 f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false"],
+                env=env, check=True, capture_output=True,
+            )  # fmt: skip
+            (metrics,) = Path(tmp).glob("runs/*/metrics.json")
+            results[name] = json.loads(metrics.read_text())["test"]["acc"]
+    return results
+
+
+def render(rows: list[dict], rates: dict, rss: tuple[float, str], acc: dict | None) -> str:
+    fastest = max(max(r["cnn_train"], r["stn_train"]) for r in rows)
+    lines = [
+        "# stn_lab benchmark", "",
+        f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, batch {BATCH}, "
+        "in-memory data. Command: `make bench` (`python -m stn_lab.bench`).", "",
+        "## Training and inference throughput (img/s)", "",
+        "| px | STN train | STN infer | STN-tutorial train | CNN train | CNN infer "
+        "| STN/CNN step | STN-tutorial/CNN step | Lightning/plain STN | Lightning/plain CNN |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['stn_train']:.0f} | {r['stn_infer']:.0f} "
+            f"| {r['stn_tutorial_train']:.0f} | {r['cnn_train']:.0f} | {r['cnn_infer']:.0f} "
+            f"| {r['stn_cnn_ratio']:.2f}x | {r['stn_tutorial_cnn_ratio']:.2f}x "
+            f"| {r['stn_lightning_ratio']:.2f} | {r['cnn_lightning_ratio']:.2f} |"
+        )
+    lines += ["", "## Data pipeline (28 px, batch 256, CPU)", "",
+              "| set | img/s | x fastest model training |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {v:.0f} | {v / fastest:.1f}x |" for k, v in rates.items()]
+    lines += ["", f"Peak RSS of a 28x28 training run ({rss[1]}): {rss[0]:.0f} MB", ""]
+    if acc:
+        lines += ["## Accuracy, default vs tutorial localiser (Fashion-MNIST-RTS)", "",
+                  "| localiser | test acc |", "|---|---|"]  # fmt: skip
+        lines += [f"| {k} | {100 * v:.2f}% |" for k, v in acc.items()]
+        lines.append("")
+    targets = [
+        ("Lightning/plain >= 0.95", all(
+            min(r["stn_lightning_ratio"], r["cnn_lightning_ratio"]) >= 0.95 for r in rows)),
+        ("STN/CNN step <= 1.3 at 28 and 60", all(
+            r["stn_cnn_ratio"] <= 1.3 for r in rows if r["size"] in (28, 60))),
+        ("data >= 10x fastest training", min(rates.values()) >= 10 * fastest),
+        ("peak RSS <= 2048 MB", rss[0] <= 2048),
+    ]  # fmt: skip
+    lines += ["## Targets", "", "| target | met |", "|---|---|"]
+    lines += [f"| {name} | {'yes' if ok else 'NO'} |" for name, ok in targets]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-Trainer banners
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser(description="stn_lab throughput and memory benchmark")
+    parser.add_argument("--quick", action="store_true", help="28 px only, few steps (< 1 min)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
+    parser.add_argument(
+        "--accuracy-epochs",
+        type=int,
+        default=0,
+        help="also train both localisers this many epochs on Fashion-MNIST-RTS",
+    )
+    args = parser.parse_args(argv)
+    sizes, steps, rounds = ((28,), 10, 3) if args.quick else ((28, 42, 60), 30, 7)
+    rows = []
+    for size in sizes:
+        print(f"measuring {size} px ...", flush=True)
+        rows.append(throughput(size, steps, rounds))
+    print("measuring the data pipeline ...", flush=True)
+    rates = data_pipeline(5 if args.quick else 20)
+    print("measuring peak RSS of a 28x28 run ...", flush=True)
+    rss = peak_rss_mb(20 if args.quick else 200)
+    acc = accuracy(args.accuracy_epochs) if args.accuracy_epochs else None
+    table = render(rows, rates, rss, acc)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
