@@ -157,14 +157,33 @@ def test_welch_ci_needs_two_per_group() -> None:
 
 
 def test_varied_key_treats_na_as_wildcard_only_across_models() -> None:
-    stn = (*STN.values(), DATA)
-    cnn = (*CNN.values(), DATA)
+    stn = (*STN.values(), DATA, "RTS")
+    cnn = (*CNN.values(), DATA, "RTS")
     assert compare.varied_key(cnn, stn) == "model"
-    assert compare.varied_key(stn, (*STN_LEAKY.values(), DATA)) == "activation"
-    assert compare.varied_key(cnn, (*CNN.values(), "mnist")) == "data"
-    assert compare.varied_key(stn, (*STN_LEAKY.values(), "mnist")) is None  # two keys
-    assert compare.varied_key(cnn, (*STN.values(), "mnist")) is None  # model and data
-    assert compare.varied_key(stn, ("stn", "n/a", "relu", "affine", DATA)) is None
+    assert compare.varied_key(stn, (*STN_LEAKY.values(), DATA, "RTS")) == "activation"
+    assert compare.varied_key(cnn, (*CNN.values(), "mnist", "RTS")) == "data"
+    assert compare.varied_key(cnn, (*CNN.values(), DATA, "R")) == "distortion"
+    assert compare.varied_key(stn, (*STN_LEAKY.values(), "mnist", "RTS")) is None  # two keys
+    assert compare.varied_key(cnn, (*STN.values(), "mnist", "RTS")) is None  # model and data
+    assert compare.varied_key(stn, ("stn", "n/a", "relu", "affine", DATA, "RTS")) is None
+
+
+def test_welch_ci_zero_variance_collapses_to_the_difference() -> None:
+    res = compare.welch_ci([0.9, 0.9], [0.8, 0.8])
+    assert res is not None
+    assert res.low == res.high == pytest.approx(-0.1)
+    assert res.significant
+    same = compare.welch_ci([0.9, 0.9], [0.9, 0.9])
+    assert same is not None and not same.significant
+
+
+def test_missing_choice_reads_as_na(tmp_path: Path) -> None:
+    data = metrics(STN, 0, 0.9)
+    del data["choices"]["distortion"]
+    write_metrics(tmp_path / "r", data)
+    (run,), failed = compare.load_runs([tmp_path])
+    assert not failed
+    assert run.key == (*STN.values(), DATA, "n/a")
 
 
 # ---------------------------------------------------------------- loading

@@ -13,14 +13,18 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from stn_lab.config_path import CONFIG_DIR
 from stn_lab.train import build, train
 
-COMBINATIONS = list(
-    itertools.product(
-        ["stn", "cnn"], ["conv", "coordconv"], ["relu", "leakyrelu"],
-        ["affine", "attention", "similarity"],
-    )
-)  # fmt: skip
+TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
+# Every STN combination; the baselines ignore localiser/activation/transform, so they run once
+# (st_fcn has no conv in its localiser, so only its transform varies).
+COMBINATIONS = [
+    *itertools.product(["stn"], ["conv", "coordconv"], ["relu", "leakyrelu"], TRANSFORMS),
+    *itertools.product(["st_fcn"], ["conv"], ["leakyrelu"], TRANSFORMS),
+    ("cnn", "coordconv", "leakyrelu", "tps"),
+    ("fcn", "conv", "relu", "affine"),
+]
 CHOICES = {"model", "localiser", "activation", "transform", "data"}
 
 
@@ -42,7 +46,7 @@ def test_fast_dev_run_every_combination(tmp_path, model, localiser, activation, 
     record = run_in_process(tmp_path, overrides)
     assert record["status"] == "completed" and 0.0 <= record["test"]["acc"] <= 1.0
     assert json.loads((tmp_path / "metrics.json").read_text()) == record
-    if model == "cnn":
+    if not model.startswith("st"):
         assert record["params"]["stn"] == 0
         assert all(record["choices"][g] == "n/a" for g in ("localiser", "activation", "transform"))
     else:

@@ -64,6 +64,17 @@ def test_plot_stn_grid_writes_png_of_expected_size(tmp_path, channels):
     assert_png(out, (6, 3), 50)
 
 
+def test_plot_stn_grid_and_epochs_split_parallel_stn_views(tmp_path):
+    inputs = torch.randn(4, 3, 10, 10)
+    stacked = torch.randn(4, 6, 8, 8)  # two parallel STNs, RGB each
+    out = plot_stn_grid(inputs, stacked, tmp_path / "stn.png")
+    assert png_size(out) == (round((3 * 1.25 * 4 + 0.5) * 100), 200)  # three grids
+    out = plot_stn_epochs(inputs, {3: stacked}, tmp_path / "stn_epochs.png")
+    assert png_size(out) == (500, 300)  # input row + one row per STN
+    with pytest.raises(ValueError):
+        plot_stn_grid(inputs, torch.randn(4, 4, 8, 8), tmp_path / "bad.png")
+
+
 def test_plot_stn_grid_default_size_and_constant_image(tmp_path):
     inputs = torch.zeros(3, 1, 8, 8)  # constant images must not divide by zero
     out = plot_stn_grid(inputs, inputs.clone(), tmp_path / "stn.png")
@@ -209,6 +220,21 @@ def test_gradcam_target_inference_mode_and_remove():
         cam(x)
 
 
+def test_gradcam_on_linear_layer_uses_gradient_times_input():
+    """A fully connected classifier has no conv: its first Linear's input (the image) is used."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, 64 + 5 * 8 + 3] = 1.0  # class 0 reads channel 1, pixel (5, 3)
+    x = torch.rand(2, 2, 8, 8) * 0.1
+    x[:, 1, 5, 3] = 1.0
+    with GradCAM(model, model[1]) as cam:
+        heat = cam(x, target=0)
+    assert heat.shape == (2, 8, 8)
+    assert [divmod(int(h.argmax()), 8) for h in heat] == [(5, 3), (5, 3)]
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_plot_gradcam(tmp_path):
     images = torch.randn(5, 3, 12, 12)
     heat = torch.rand(5, 6, 6)  # another size: resized to the images
@@ -223,42 +249,60 @@ def test_plot_gradcam(tmp_path):
 
 # --------------------------------------------------------------------------- callback
 class FakeNetwork(nn.Module):
-    """Follows the stn_lab network interface: optional affine STN, then a tiny conv classifier."""
+    """Follows the stn_lab network interface: optional affine STN(s), then a tiny conv classifier.
 
-    def __init__(self, has_stn: bool, num_classes: int = 3) -> None:
+    kind: "cnn" (no STN), "input" (one STN on the input), "parallel" (two input STNs stacked
+    along channels) or "feature" (an STN between the classifier's conv and its head, so
+    ``transform_input`` returns ``x`` itself).
+    """
+
+    def __init__(self, kind: str, num_classes: int = 3) -> None:
         super().__init__()
-        self.has_stn = has_stn
-        self.loc = nn.Linear(16 * 16, 6) if has_stn else None
-        if self.loc is not None:
+        self.kind = kind
+        copies = {"cnn": 0, "input": 1, "parallel": 2, "feature": 1}[kind]
+        self.has_stn = copies > 0
+        self.locs = nn.ModuleList()
+        for k in range(copies):
+            loc = nn.Linear(16 * 16 if kind != "feature" else 4 * 16 * 16, 6)
             with torch.no_grad():
-                self.loc.weight.zero_()
-                self.loc.bias.copy_(torch.tensor([0.8, 0.0, 0.0, 0.0, 0.8, 0.0]))
+                loc.weight.zero_()
+                loc.bias.copy_(torch.tensor([0.8 - 0.3 * k, 0.0, 0.0, 0.0, 0.8, 0.1 * k]))
+            self.locs.append(loc)
         self.classifier = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1),
+            nn.Conv2d(max(copies, 1) if kind != "feature" else 1, 4, 3, padding=1),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
             nn.Linear(4, num_classes),
         )
 
-    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.loc is None:
-            return x
-        theta = self.loc(x.flatten(1)).view(-1, 2, 3)
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], 12, 12], align_corners=False)
+    def _warp(self, loc: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
+        theta = loc(x.flatten(1)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
         return F.grid_sample(x, grid, align_corners=False)
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind in ("cnn", "feature"):
+            return x
+        return torch.cat([self._warp(loc, x, 12) for loc in self.locs], dim=1)
 
     def gradcam_layer(self) -> nn.Module:
         return self.classifier[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "feature":
+            features = self._warp(self.locs[0], self.classifier[0](x), 16)
+            return self.classifier[1:](features)
         return self.classifier(self.transform_input(x))
 
 
 class FakeModule(L.LightningModule):
-    def __init__(self, has_stn: bool) -> None:
+    """``late_results``: set ``test_results`` in ``on_test_end`` (after the callbacks' hook)."""
+
+    def __init__(self, kind: str, late_results: bool = False) -> None:
         super().__init__()
-        self.network = FakeNetwork(has_stn)
+        self.network = FakeNetwork(kind)
+        self.late_results = late_results
         self.test_results = None
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
@@ -283,15 +327,23 @@ class FakeModule(L.LightningModule):
         self._preds.append(self.network(x).argmax(1))
         self._targets.append(y)
 
-    def on_test_epoch_end(self):
+    def _results(self) -> dict:
         preds, targets = torch.cat(self._preds), torch.cat(self._targets)
         cm = torch.bincount(targets * 3 + preds, minlength=9).view(3, 3)
-        self.test_results = {
+        return {
             "acc": float((preds == targets).float().mean()),
             "loss": 0.0,
             "acc_per_class": (cm.diag() / cm.sum(1).clamp_min(1)).tolist(),
             "confusion_matrix": cm.tolist(),
         }
+
+    def on_test_epoch_end(self):
+        if not self.late_results:
+            self.test_results = self._results()
+
+    def on_test_end(self):
+        if self.late_results:
+            self.test_results = self._results()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.05)
@@ -322,7 +374,9 @@ class FakeDataModule(L.LightningDataModule):
         return self.x[:n].clone(), self.y[:n].clone()
 
 
-def _run(tmp_path: Path, has_stn: bool, **trainer_kwargs) -> tuple[RunArtefacts, Path]:
+def _run(
+    tmp_path: Path, kind: str, late_results: bool = False, **trainer_kwargs
+) -> tuple[RunArtefacts, Path]:
     out_dir = tmp_path / "artefacts"
     callback = RunArtefacts(out_dir, snapshot_epochs=(1,), num_images=6)
     kwargs = dict(
@@ -337,22 +391,28 @@ def _run(tmp_path: Path, has_stn: bool, **trainer_kwargs) -> tuple[RunArtefacts,
     )
     kwargs.update(trainer_kwargs)
     trainer = L.Trainer(**kwargs)
-    module, dm = FakeModule(has_stn), FakeDataModule()
+    module, dm = FakeModule(kind, late_results), FakeDataModule()
     trainer.fit(module, datamodule=dm)
     trainer.test(module, datamodule=dm, verbose=False)
     return callback, out_dir
 
 
 TEST_FILES = {"confusion_matrix.png", "confusion_matrix.csv", "gradcam.png"}
+STN_FILES = {"stn.png", "stn_epochs.png"}
+
+
+def _files(out_dir: Path) -> set[str]:
+    names = {p.name for p in out_dir.iterdir()}
+    for name in names - {"confusion_matrix.csv"}:
+        png_size(out_dir / name)  # every picture is a PNG
+    return names
 
 
 def test_callback_writes_all_files_for_stn(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="stn_lab")
-    callback, out_dir = _run(tmp_path, has_stn=True)
-    names = {p.name for p in out_dir.iterdir()}
-    assert names == {"stn.png", "stn_epochs.png", "curves.png"} | TEST_FILES
-    for name in names - {"confusion_matrix.csv"}:
-        png_size(out_dir / name)
+    callback, out_dir = _run(tmp_path, "input")
+    names = _files(out_dir)
+    assert names == STN_FILES | {"curves.png"} | TEST_FILES
     assert sorted(callback.snapshots) == [1, 2]  # epoch 1 asked for, 2 is the last
     assert callback.snapshots[2].shape == (6, 1, 12, 12)
     assert png_size(out_dir / "stn_epochs.png") == (700, 300)  # 6 images + labels, 3 rows
@@ -363,11 +423,24 @@ def test_callback_writes_all_files_for_stn(tmp_path, caplog):
 
 
 def test_callback_skips_stn_files_for_cnn(tmp_path):
-    callback, out_dir = _run(tmp_path, has_stn=False)
-    assert {p.name for p in out_dir.iterdir()} == {"curves.png"} | TEST_FILES
+    callback, out_dir = _run(tmp_path, "cnn")
+    assert _files(out_dir) == {"curves.png"} | TEST_FILES
     assert callback.snapshots == {}
 
 
+def test_callback_feature_map_stn_is_drawn_like_a_cnn(tmp_path):
+    callback, out_dir = _run(tmp_path, "feature")
+    assert _files(out_dir) == {"curves.png"} | TEST_FILES
+    assert callback.snapshots == {}
+
+
+def test_callback_parallel_stns_and_late_test_results(tmp_path):
+    callback, out_dir = _run(tmp_path, "parallel", late_results=True)
+    assert _files(out_dir) == STN_FILES | {"curves.png"} | TEST_FILES
+    assert callback.snapshots[2].shape == (6, 2, 12, 12)  # two STN views stacked
+    assert png_size(out_dir / "stn_epochs.png") == (700, 500)  # input + 2 epochs x 2 STNs
+
+
 def test_callback_fast_dev_run_has_no_curves(tmp_path):
-    _, out_dir = _run(tmp_path, has_stn=True, fast_dev_run=True)
-    assert {p.name for p in out_dir.iterdir()} == {"stn.png", "stn_epochs.png"} | TEST_FILES
+    _, out_dir = _run(tmp_path, "input", fast_dev_run=True)
+    assert _files(out_dir) == STN_FILES | TEST_FILES

@@ -14,7 +14,13 @@ from stn_lab.viz.confusion import (
 )
 from stn_lab.viz.curves import load_epoch_metrics, plot_curves
 from stn_lab.viz.gradcam import GradCAM, eval_mode, plot_gradcam
-from stn_lab.viz.stn_grid import images_to_numpy, make_grid, plot_stn_epochs, plot_stn_grid
+from stn_lab.viz.stn_grid import (
+    images_to_numpy,
+    make_grid,
+    plot_stn_epochs,
+    plot_stn_grid,
+    split_views,
+)
 
 __all__ = [
     "ARTEFACT_FILES",
@@ -31,5 +37,6 @@ __all__ = [
     "plot_stn_epochs",
     "plot_stn_grid",
     "read_confusion_csv",
+    "split_views",
     "write_confusion_csv",
 ]

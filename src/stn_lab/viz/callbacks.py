@@ -11,6 +11,12 @@ rank zero, writes into ``out_dir``:
 It relies on this interface: ``pl_module.network`` with ``has_stn``, ``transform_input(x)``,
 ``gradcam_layer()`` and ``classifier``; ``trainer.datamodule.fixed_batch(stage, n)`` and
 ``.class_names``; ``pl_module.test_results`` with a ``confusion_matrix`` after testing.
+
+An STN counts as an *input* STN when ``transform_input(x)`` returns a new tensor. When it
+returns ``x`` itself (no STN, or an STN that works on feature maps inside the classifier) there
+are no STN pictures and Grad-CAM runs on the whole network over the raw input. Outputs of
+parallel STNs stacked along channels are drawn one view per STN; Grad-CAM is drawn over the
+first STN's view.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torch import Tensor
 from stn_lab.viz.confusion import plot_confusion_matrix, write_confusion_csv
 from stn_lab.viz.curves import plot_curves
 from stn_lab.viz.gradcam import GradCAM, eval_mode, plot_gradcam
-from stn_lab.viz.stn_grid import plot_stn_epochs, plot_stn_grid
+from stn_lab.viz.stn_grid import plot_stn_epochs, plot_stn_grid, split_views
 
 __all__ = ["ARTEFACT_FILES", "RunArtefacts"]
 
@@ -69,6 +75,7 @@ class RunArtefacts(L.Callback):
         self._last_snapshot: tuple[int, Tensor] | None = None
         self._fixed: tuple[Tensor, Tensor] | None = None
         self._test_pending = False
+        self._feature_stn_logged = False
 
     # ------------------------------------------------------------------ helpers
     def _fixed_batch(self, trainer: L.Trainer) -> tuple[Tensor, Tensor] | None:
@@ -110,8 +117,15 @@ class RunArtefacts(L.Callback):
         if fixed is None:
             return
         epoch = trainer.current_epoch + 1
+        x = fixed[0].to(pl_module.device)
         with torch.no_grad(), eval_mode(network):
-            out = network.transform_input(fixed[0].to(pl_module.device)).detach().cpu()
+            out = network.transform_input(x)
+        if out is x:  # the STN works on feature maps: nothing to draw in image space
+            if not self._feature_stn_logged:
+                log.info("RunArtefacts: transform_input() is the identity; no STN pictures")
+                self._feature_stn_logged = True
+            return
+        out = out.detach().cpu()
         # Kept every epoch so the final one is drawn however training stops (early stopping).
         self._last_snapshot = (epoch, out)
         if epoch in self.snapshot_epochs or epoch == trainer.max_epochs:
@@ -172,20 +186,25 @@ class RunArtefacts(L.Callback):
             self._write("confusion_matrix.png", plot_confusion_matrix, matrix, names)
             self._write("confusion_matrix.csv", write_confusion_csv, matrix, names)
         fixed = self._fixed_batch(trainer)
-        if fixed is not None:
+        if fixed is None:
+            return
+        try:
             self._write_gradcam(trainer, pl_module, *fixed)
+        except Exception as err:  # as in _write: a finished run must not fail on a picture
+            msg = f"{type(err).__name__}: {err}"[:200]
+            log.warning("could not write %s: %s", self.out_dir / "gradcam.png", msg)
 
     def _write_gradcam(
         self, trainer: L.Trainer, pl_module: L.LightningModule, x: Tensor, y: Tensor
     ) -> None:
         network = pl_module.network
         x = x.to(pl_module.device)
+        shown, model = x, network
         if getattr(network, "has_stn", False):
             with torch.no_grad(), eval_mode(network):
-                shown = network.transform_input(x)
-            model = network.classifier
-        else:
-            shown, model = x, network
+                transformed = network.transform_input(x)
+            if transformed is not x:  # input STN: explain the classifier on what it sees
+                shown, model = transformed, network.classifier
         with GradCAM(model, network.gradcam_layer()) as cam:
             heat = cam(shown)
             pred = cam.logits.argmax(dim=1).cpu()
@@ -198,4 +217,5 @@ class RunArtefacts(L.Callback):
             f"true: {name(int(t))}\npred: {name(int(p))}"
             for t, p in zip(y.tolist(), pred.tolist(), strict=True)
         ]
-        self._write("gradcam.png", plot_gradcam, shown.detach().cpu(), heat.cpu(), titles=titles)
+        background = split_views(shown.detach().cpu(), x.shape[1])[0]
+        self._write("gradcam.png", plot_gradcam, background, heat.cpu(), titles=titles)

@@ -3,7 +3,12 @@
 :class:`GradCAM` hooks one layer (normally the classifier's last conv): a forward hook keeps its
 activations and a tensor hook on that output keeps the gradient of the target class score. The
 class-activation map is ``ReLU(sum_k mean_ij(dS/dA_kij) * A_k)``, upsampled bilinearly to the
-input size and min-max scaled to [0, 1] per image. The backward pass uses ``torch.autograd.grad``
+input size and min-max scaled to [0, 1] per image.
+
+A layer without a spatial output (e.g. the first ``Linear`` of a fully connected classifier) is
+explained through its *input* instead: when that input is the flattened image it is reshaped to
+(N, C, H, W) and the map is ``ReLU(sum_c dS/dx_c * x_c)`` (gradient x input), since there are
+no feature maps to average gradients over. The backward pass uses ``torch.autograd.grad``
 with respect to the input only, so parameters' ``.grad`` are never touched, and every module's
 train/eval flag is restored afterwards. It also works inside ``torch.inference_mode`` (e.g. in a
 Lightning ``on_test_end`` hook).
@@ -40,7 +45,10 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 class GradCAM:
-    """Grad-CAM for ``model`` at ``layer`` (a submodule of ``model`` whose output is (N, K, h, w)).
+    """Grad-CAM for ``model`` at ``layer``, a submodule of ``model`` whose output is (N, K, h, w).
+
+    If ``layer``'s output is not 4-D, its input must be the flattened model input and the map is
+    gradient x input (see the module docstring).
 
     Use as a context manager, or call :meth:`remove` when done, to take the hooks off ``layer``::
 
@@ -57,15 +65,18 @@ class GradCAM:
         self.logits: Tensor | None = None
         self._activations: Tensor | None = None
         self._gradients: Tensor | None = None
+        self._spatial = True  # False: explaining the layer's (flattened image) input
         self._handle = layer.register_forward_hook(self._forward_hook)
 
     def _forward_hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            raise TypeError("Grad-CAM layer must output one (N, K, h, w) tensor")
+        self._spatial = isinstance(output, Tensor) and output.ndim == 4
+        watched = output if self._spatial else (inputs[0] if inputs else None)
+        if not isinstance(watched, Tensor):
+            raise TypeError("the Grad-CAM layer must take or return one tensor")
         # Clone: a following in-place op (e.g. ReLU(inplace=True)) would change the values.
-        self._activations = output.detach().clone()
-        if output.requires_grad:
-            output.register_hook(self._gradient_hook)
+        self._activations = watched.detach().clone()
+        if watched.requires_grad:
+            watched.register_hook(self._gradient_hook)
 
     def _gradient_hook(self, grad: Tensor) -> None:
         self._gradients = grad.detach()
@@ -109,7 +120,15 @@ class GradCAM:
         self._activations = self._gradients = None
         if grads is None:  # the score does not depend on the layer
             grads = torch.zeros_like(acts)
-        weights = grads.mean(dim=(2, 3), keepdim=True)
+        if self._spatial:
+            weights = grads.mean(dim=(2, 3), keepdim=True)
+        else:  # gradient x input on the flattened image the layer reads
+            if acts.numel() != x.numel():
+                raise TypeError(
+                    "the Grad-CAM layer neither outputs (N, K, h, w) nor reads the flattened "
+                    f"input: its input is {tuple(acts.shape)}, the model input {tuple(x.shape)}"
+                )
+            acts, weights = acts.reshape(x.shape), grads.reshape(x.shape)
         cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
         cam = cam.squeeze(1)

@@ -5,8 +5,10 @@
 
 Images are model-space tensors (normalised, any range); each image is min-max scaled to [0, 1]
 for display, so the pictures show structure rather than absolute intensity. One channel is drawn
-in grey scale, three channels as RGB. Figures are built with the object-oriented Matplotlib API
-(no pyplot, no global state), so the functions are safe headless and in notebooks.
+in grey scale, three channels as RGB. Parallel STNs whose outputs are stacked along channels
+(C = k * C_in) are split into their k views, each drawn on its own. Figures are built with the
+object-oriented Matplotlib API (no pyplot, no global state), so the functions are safe headless
+and in notebooks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["images_to_numpy", "make_grid", "plot_stn_epochs", "plot_stn_grid"]
+__all__ = ["images_to_numpy", "make_grid", "plot_stn_epochs", "plot_stn_grid", "split_views"]
 
 DEFAULT_DPI = 100
 
@@ -43,6 +45,19 @@ def images_to_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
     scaled = torch.where(hi > lo, scaled, torch.zeros_like(scaled)).clamp(0.0, 1.0)
     arr = scaled.numpy()
     return arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+
+
+def split_views(transformed: torch.Tensor, channels: int) -> list[torch.Tensor]:
+    """Split STN outputs stacked along channels (k * ``channels``) into k (N, channels, h, w).
+
+    A tensor that already has ``channels`` channels comes back as a one-item list.
+    """
+    c = transformed.shape[1]
+    if channels < 1 or c % channels != 0:
+        raise ValueError(
+            f"{c} transformed channels are not a multiple of {channels} input channels"
+        )
+    return list(torch.split(transformed, channels, dim=1))
 
 
 def make_grid(
@@ -90,22 +105,27 @@ def plot_stn_grid(
 ) -> Path:
     """Draw inputs (N, C, H, W) and STN outputs (N, C, h, w) as two grids, "Input" | "Transformed".
 
-    ``nrow`` is the number of images per grid row. The PNG is ``figsize * dpi`` pixels; the default
-    figsize is 1.25 in per image column per grid plus room for the titles.
-    Returns the path written.
+    Outputs of k parallel STNs stacked along channels (N, k * C, h, w) get one grid each,
+    "Transformed 1" ... "Transformed k". ``nrow`` is the number of images per grid row. The PNG
+    is ``figsize * dpi`` pixels; the default figsize is 1.25 in per image column per grid plus
+    room for the titles. Returns the path written.
     """
     if len(inputs) == 0:
         raise ValueError("no images to plot")
     if len(inputs) != len(transformed):
         raise ValueError(f"{len(inputs)} inputs but {len(transformed)} transformed images")
-    grids = [make_grid(images_to_numpy(t), nrow=nrow) for t in (inputs, transformed)]
+    views = split_views(torch.as_tensor(transformed), inputs.shape[1])
+    grids = [make_grid(images_to_numpy(t), nrow=nrow) for t in (inputs, *views)]
+    titles = ["Input"] + (
+        ["Transformed"] if len(views) == 1 else [f"Transformed {i + 1}" for i in range(len(views))]
+    )
     if figsize is None:
         ncol = max(1, min(nrow, len(inputs)))
         nrows = math.ceil(len(inputs) / ncol)
-        figsize = (2 * 1.25 * ncol + 0.5, 1.25 * nrows + 0.75)
+        figsize = (len(grids) * 1.25 * ncol + 0.5, 1.25 * nrows + 0.75)
     fig = Figure(figsize=figsize, layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, grid, title in zip(axes, grids, ("Input", "Transformed"), strict=True):
+    axes = fig.subplots(1, len(grids))
+    for ax, grid, title in zip(axes, grids, titles, strict=True):
         _show(ax, grid)
         ax.set_title(title)
     return _save(fig, path, dpi)
@@ -122,7 +142,8 @@ def plot_stn_epochs(
     """Draw the fixed inputs (first row) and their STN transform at each epoch (one row each).
 
     ``snapshots`` maps a 1-based epoch number to the (N, C, h, w) transform of ``inputs`` at that
-    epoch; rows are sorted by epoch and labelled "epoch k". The default figsize is 1 in per image
+    epoch; rows are sorted by epoch and labelled "epoch k". With k parallel STNs stacked along
+    channels each epoch gets k rows, "epoch e / STN j". The default figsize is 1 in per image
     plus 1 in for the row labels. Returns the path written.
     """
     if len(inputs) == 0:
@@ -134,7 +155,10 @@ def plot_stn_epochs(
             raise ValueError(
                 f"snapshot for epoch {epoch} has {len(snap)} images, not {len(inputs)}"
             )
-        rows.append((f"epoch {epoch}", images_to_numpy(snap)))
+        views = split_views(torch.as_tensor(snap), inputs.shape[1])
+        for j, view in enumerate(views):
+            label = f"epoch {epoch}" if len(views) == 1 else f"epoch {epoch}\nSTN {j + 1}"
+            rows.append((label, images_to_numpy(view)))
     n = len(inputs)
     if figsize is None:
         figsize = (1.0 * n + 1.0, 1.0 * len(rows))
