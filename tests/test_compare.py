@@ -360,5 +360,10 @@ def test_compare_imports_no_model_or_training_code() -> None:
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0] if node.level == 0 else "<relative>")
-    allowed = set(sys.stdlib_module_names) | {"numpy", "matplotlib"}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "matplotlib", "stn_lab"}
     assert imported <= allowed, imported - allowed
+    from_stn_lab = {
+        node.module for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stn_lab")
+    }  # fmt: skip
+    assert from_stn_lab <= {"stn_lab.atomic"}, from_stn_lab  # stdlib-only helpers, no models

@@ -13,7 +13,9 @@ from stn_lab.models.localisers import Localiser
 from stn_lab.models.stn import SpatialTransformer
 from stn_lab.models.transforms.affine import Affine
 from stn_lab.models.transforms.attention import Attention
+from stn_lab.models.transforms.projective import Projective
 from stn_lab.models.transforms.similarity import Similarity
+from stn_lab.models.transforms.tps import ThinPlateSpline
 
 FAMILIES = [Affine, Attention, Similarity]
 
@@ -96,7 +98,7 @@ def test_output_size_may_differ_from_input():
     assert stn(torch.rand(2, 1, 60, 60)).shape == (2, 1, 28, 28)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, Projective, ThinPlateSpline])
 def test_gradients_reach_the_localiser(family):
     torch.manual_seed(0)
     stn = make_stn(family)

@@ -29,11 +29,10 @@ a datamodule in, ``[(value, accuracy), ...]`` out.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stn_lab.atomic import atomic_write
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.data.distortions import AffineDistortion
 from stn_lab.train import build, user_error_message
@@ -333,28 +333,15 @@ def load_run(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Loade
 # --------------------------------------------------------------------------------------------
 # Output files
 # --------------------------------------------------------------------------------------------
-def _atomic_path(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_csv(path: str | Path, curves: dict[str, list[tuple[float, float]]]) -> Path:
     """``model,value,accuracy`` rows, one per model and value (written atomically)."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for label, curve in curves.items():
-                for value, accuracy in curve:
-                    writer.writerow([label, f"{value:g}", f"{accuracy:.6f}"])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for label, curve in curves.items():
+        for value, accuracy in curve:
+            writer.writerow([label, f"{value:g}", f"{accuracy:.6f}"])
+    return atomic_write(path, buffer.getvalue())
 
 
 def read_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -392,14 +379,9 @@ def plot_robustness(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     ax.set_title(title or f"Robustness to {kind}")
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    return atomic_write(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------

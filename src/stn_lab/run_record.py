@@ -7,9 +7,9 @@ a half file that ``compare`` could read as valid.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from stn_lab.atomic import atomic_write
 
 SCHEMA_VERSION = 1
 NOT_APPLICABLE = "n/a"
@@ -18,17 +18,7 @@ STN_ONLY_GROUPS = ("localiser", "activation", "transform")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 def record_choices(
