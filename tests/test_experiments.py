@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import compose_cfg
 
 TABLE1_MODELS = {
@@ -34,6 +35,7 @@ def multirun(tmp_path: Path, args: list[str]) -> list[dict]:
     return [json.loads(p.read_text()) for p in files]
 
 
+@pytest.mark.slow
 def test_paper_table1_every_cell_runs(tmp_path):
     records = multirun(tmp_path, ["experiment=paper_table1", "data=synthetic", "seed=0"])
     assert all(r["status"] == "completed" for r in records)
@@ -55,6 +57,7 @@ def test_paper_table1_follows_the_paper_schedule():
     assert fashion._target_.endswith("FashionMNISTDataModule") and fashion.batch_size == 256
 
 
+@pytest.mark.slow
 def test_paper_cluttered_runs_on_the_60px_canvas(tmp_path):
     records = multirun(tmp_path, ["experiment=paper_cluttered", "data=synthetic", "seed=0"])
     assert len(records) == 4 and all(r["choices"]["distortion"] == "TC" for r in records)

@@ -147,6 +147,7 @@ def cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
     first = cli(["trainer.max_epochs=1", "hydra.run.dir=a"], tmp_path)
     assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]
@@ -159,6 +160,7 @@ def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
     assert f"error: checkpoint {ckpt} was made with a different model config" in output
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     args = ["trainer.max_epochs=4", "checkpoint_every_n_steps=2", "data.num_train=2048",
             "hydra.run.dir=run"]  # fmt: skip

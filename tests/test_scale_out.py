@@ -30,6 +30,7 @@ def run_cli(args: list[str], cwd: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((cwd / "logs").glob("**/metrics.json"))]
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     (single,) = run_cli(["trainer.max_epochs=4"], tmp_path / "one")
     (ddp,) = run_cli(["trainer=ddp", "trainer.devices=2", "trainer.max_epochs=4"], tmp_path / "ddp")
@@ -40,6 +41,7 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     assert sum(map(sum, ddp["test"]["confusion_matrix"])) >= 256  # every test image counted
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_sweep_jobs_in_parallel(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     records = run_cli(
