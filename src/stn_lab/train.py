@@ -187,11 +187,16 @@ def main(cfg: DictConfig) -> float | None:
                 error=message or f"{type(err).__name__}: {err}".splitlines()[0],
             ),
         )
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One bad job must not stop the sweep; compare lists it as failed.
+            if message is None:
+                log.exception("job failed with an unexpected error")
+            else:
+                log.error("error: %s", message)
+            return None
         if message is None:
             raise  # a bug: keep the traceback
         log.error("error: %s", message)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return None  # one bad job must not stop the sweep; compare lists it as failed
         sys.exit(2)
     return record["test"]["acc"]
 
