@@ -85,6 +85,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         monitor="val/acc",
         mode="max",
         save_last=True,
+        enable_version_counter=False,  # both callbacks refresh the one last.ckpt
     )
     # A second checkpoint refreshes last.ckpt every N steps, so a killed run resumes mid-epoch.
     last = ModelCheckpoint(
@@ -92,6 +93,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         every_n_train_steps=cfg.checkpoint_every_n_steps,
         save_top_k=0,
         save_last=True,
+        enable_version_counter=False,
     )
     trainer: L.Trainer = instantiate(
         cfg.trainer,
