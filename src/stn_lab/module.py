@@ -95,7 +95,10 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train") + self.network.penalty().to(self.device)
+        loss = self._step(batch, "train")
+        penalty = self.network.penalty()
+        if penalty is not None:
+            loss = loss + penalty
         fault = self._fault(loss)
         if fault is None:
             return loss

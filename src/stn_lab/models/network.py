@@ -109,13 +109,14 @@ class Network(nn.Module):
         features = self.classifier.features(x, self.position)
         return self.classifier(self._transform(features), start=self.position)
 
-    def penalty(self) -> torch.Tensor:
-        """The STNs' identity penalties from the last forward pass (0 without STNs)."""
-        return sum((stn.last_penalty for stn in self.stns), torch.zeros(()))
+    def penalty(self) -> torch.Tensor | None:
+        """The STNs' identity penalties from the last forward pass, or ``None`` when off."""
+        penalties = [stn.last_penalty for stn in self.stns if stn.last_penalty is not None]
+        return sum(penalties[1:], penalties[0]) if penalties else None
 
     def health(self) -> dict[str, torch.Tensor]:
         """Worst fraction of collapsed / outside grids over the STNs in the last training pass."""
-        reports = [stn.last_health for stn in self.stns if stn.last_health]
+        reports = [report for report in (stn.health() for stn in self.stns) if report]
         return (
             {key: torch.stack([r[key] for r in reports]).amax() for key in ("collapsed", "outside")}
             if reports

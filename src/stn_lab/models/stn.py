@@ -27,9 +27,10 @@ class SpatialTransformer(nn.Module):
         identity_weight: weight of a penalty pulling the parameters towards the identity
             (mean squared distance); 0 turns it off.
 
-    After each forward pass, :attr:`last_penalty` holds that penalty and :attr:`last_health`
-    the fraction of the batch whose sampling grid has collapsed (spans less than one input
-    pixel) or lies entirely outside the input: the signs of a transform that has run away.
+    After each forward pass, :attr:`last_penalty` holds that penalty (``None`` when off) and
+    :meth:`health` reports the fraction of the last training batch whose sampling grid has
+    collapsed (spans less than one input pixel) or lies entirely outside the input: the signs
+    of a transform that has run away. It is computed only when asked for, off the hot path.
     """
 
     def __init__(
@@ -68,8 +69,8 @@ class SpatialTransformer(nn.Module):
         if identity_weight < 0:
             raise ValueError(f"identity_weight must be >= 0, got {identity_weight}")
         self.identity_weight = identity_weight
-        self.last_penalty = torch.zeros(())
-        self.last_health: dict[str, torch.Tensor] = {}
+        self.last_penalty: torch.Tensor | None = None
+        self._last_grid: tuple[torch.Tensor, int] | None = None
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """The transform parameters ``[N, num_params]`` predicted for ``x``."""
@@ -92,8 +93,12 @@ class SpatialTransformer(nn.Module):
                 align_corners=self.align_corners,
             )
         if self.training:
-            self.last_health = grid_health(grid.detach(), x.shape[-1])
+            self._last_grid = (grid.detach(), x.shape[-1])  # kept for backward anyway
         return out.to(x.dtype)
+
+    def health(self) -> dict[str, torch.Tensor]:
+        """Collapsed / outside fractions of the last training batch (empty before training)."""
+        return grid_health(*self._last_grid) if self._last_grid is not None else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.theta(x)
