@@ -8,14 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from stn_lab.config_path import CONFIG_DIR
-
-
-def compose_cfg(overrides: list[str] | None = None, return_hydra_config: bool = False):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+from stn_lab.config_path import compose_config as compose_cfg  # noqa: F401 (used by the tests)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -33,10 +33,9 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from stn_lab.config_path import CONFIG_DIR
+from stn_lab.config_path import compose_config as compose_cfg
 from stn_lab.train import build
 
 TUTORIAL_LOCALISER = [
@@ -46,11 +45,6 @@ TUTORIAL_LOCALISER = [
 MODELS = {"stn": ["model=stn"], "stn_tutorial": ["model=stn", *TUTORIAL_LOCALISER],
           "cnn": ["model=cnn"]}  # fmt: skip
 BATCH = 64
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 def setup(model: str, size: int, n_train: int):

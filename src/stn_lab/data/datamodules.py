@@ -90,6 +90,7 @@ class ImageDataModule(L.LightningDataModule):
             self.distortion.out_size(self.raw_size) if self.distortion else self.raw_size
         )
         self.splits: dict[str, TensorDataset] = {}
+        self._norm_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def _pick_distortion(distortion, sets) -> Distortion | None:
@@ -203,9 +204,16 @@ class ImageDataModule(L.LightningDataModule):
         x = images.float().div_(255)
         if train and self.distortion is not None:
             x = self.distortion(x)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = self._normalisation(x.device)
         return (x - mean) / std
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as ``[1, C, 1, 1]`` tensors, made once per device (no copy per batch)."""
+        if device not in self._norm_cache:
+            self._norm_cache[device] = tuple(
+                torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std)
+            )
+        return self._norm_cache[device]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # e.g. the model summary's example input
