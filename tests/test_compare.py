@@ -15,10 +15,16 @@ import pytest
 
 from stn_lab import compare
 
-STN = {"model": "stn", "localiser": "conv", "activation": "relu", "transform": "affine"}
+STN = {
+    "model": "stn", "localiser": "conv", "localiser_net": "light", "activation": "relu",
+    "transform": "affine",
+}  # fmt: skip
 STN_LEAKY = {**STN, "activation": "leakyrelu"}
 STN_PROJ = {**STN, "transform": "projective"}
-CNN = {"model": "cnn", "localiser": "n/a", "activation": "n/a", "transform": "n/a"}
+CNN = {
+    "model": "cnn", "localiser": "n/a", "localiser_net": "n/a", "activation": "n/a",
+    "transform": "n/a",
+}  # fmt: skip
 DATA = "fashion_mnist_distorted"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover"]
 
@@ -165,7 +171,7 @@ def test_varied_key_treats_na_as_wildcard_only_across_models() -> None:
     assert compare.varied_key(cnn, (*CNN.values(), DATA, "R")) == "distortion"
     assert compare.varied_key(stn, (*STN_LEAKY.values(), "mnist", "RTS")) is None  # two keys
     assert compare.varied_key(cnn, (*STN.values(), "mnist", "RTS")) is None  # model and data
-    assert compare.varied_key(stn, ("stn", "n/a", "relu", "affine", DATA, "RTS")) is None
+    assert compare.varied_key(stn, ("stn", "n/a", "light", "relu", "affine", DATA, "RTS")) is None
 
 
 def test_welch_ci_zero_variance_collapses_to_the_difference() -> None:
@@ -207,7 +213,7 @@ def test_group_and_aggregate(logs: Path) -> None:
     runs, _ = compare.load_runs([logs])
     groups = compare.group_runs(runs)
     assert sorted(len(v) for v in groups.values()) == [1, 3, 3, 3]
-    stats = {g.key[0] + "/" + g.key[2] + "/" + g.key[3]: g for g in compare.aggregate_all(groups)}
+    stats = {g.key[0] + "/" + g.key[3] + "/" + g.key[4]: g for g in compare.aggregate_all(groups)}
     stn = stats["stn/relu/affine"]
     assert stn.n == 3 and stn.seeds == [0, 1, 2]
     assert stn.acc_mean == pytest.approx(0.91)

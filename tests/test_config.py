@@ -112,7 +112,7 @@ def test_scheduler_options_instantiate(scheduler):
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_trainer_options_instantiate(trainer):
     cfg = compose_cfg([f"trainer={trainer}"]).trainer
-    if trainer == "gpu" and not torch.cuda.is_available():
+    if trainer.startswith("gpu") and not torch.cuda.is_available():
         with pytest.raises(InstantiationException, match="No supported gpu backend"):
             instantiate(cfg, logger=False)
         return
@@ -166,7 +166,8 @@ def test_every_option_of_every_group_builds_a_whole_run(group, option, tmp_path)
     size, channels = datamodule.image_size, datamodule.in_channels
     assert network(torch.rand(2, channels, size, size)).shape == (2, 10)
     module.configure_optimizers()
-    if not (group == "trainer" and option == "gpu"):  # gpu: see test_trainer_options_instantiate
+    if not (group == "trainer" and option.startswith("gpu")):  # see test_trainer_options_...
+        # (no GPU here: those Trainers fail to build, which that test checks)
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
 
 

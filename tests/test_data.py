@@ -266,11 +266,12 @@ def test_tc_has_a_60px_canvas_and_six_clutter_patches():
     # cropped from image 1. Patches pasted on a non-overlapping row give 6 * 36 lit pixels.
     images = torch.stack([torch.zeros(1, 28, 28), torch.ones(1, 28, 28)])
     params = distortion.sample(2, 28, torch.Generator().manual_seed(0))
-    params[:, :4] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # centred, no rotation
-    patches = params[:, 4:].view(2, 6, 5)
+    params[:, :2] = 0.5  # centred: 16 px from each side
+    patches = params[:, 2:].view(2, 6, 5)
     patches[:, :, 3] = 0.1  # paste row
     patches[:, :, 4] = torch.arange(6) * 9 / 55  # paste columns 0, 9, 18, ... apart
     out = distortion.apply(images, params)
     assert out.shape == (2, 1, 60, 60)
     assert int((out[0] > 0.5).sum()) == 6 * 36
     assert int((out[1] > 0.5).sum()) == 28 * 28  # image 1's clutter comes from blank image 0
+    assert torch.equal(out[1, 0, 16:44, 16:44], images[1, 0])  # placed whole, unresampled

@@ -49,6 +49,7 @@ from stn_lab.atomic import atomic_write
 GROUP_KEYS: tuple[str, ...] = (
     "model",
     "localiser",
+    "localiser_net",
     "activation",
     "transform",
     "data",

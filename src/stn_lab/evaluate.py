@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stn_lab.allocator import tune_allocator
 from stn_lab.atomic import atomic_write
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.data.distortions import AffineDistortion
@@ -494,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
         return 0
+    tune_allocator()
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not log.handlers:

@@ -61,8 +61,13 @@ class ClassifierModule(L.LightningModule):
             {
                 f"{stage}_metrics": MetricCollection(
                     {
-                        "acc": MulticlassAccuracy(num_classes, average="micro"),
-                        "loss": MeanMetric(),
+                        # Labels are range-checked when the data is loaded and a non-finite loss
+                        # is caught before the update, so the per-step input checks (each a
+                        # host sync) are off.
+                        "acc": MulticlassAccuracy(
+                            num_classes, average="micro", validate_args=False
+                        ),
+                        "loss": MeanMetric(nan_strategy="disable"),
                         # Per-class accuracy only where it is reported (keeps the train step lean).
                         **(
                             {"acc_class": MulticlassAccuracy(num_classes, average="none")}
@@ -80,10 +85,12 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        self._update(stage, logits, y, F.cross_entropy(logits, y))
+
+    def _update(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
         metrics = self.stage_metrics[f"{stage}_metrics"]
         preds = logits.argmax(dim=1)
         metrics["acc"].update(preds, y)
@@ -92,16 +99,18 @@ class ClassifierModule(L.LightningModule):
         metrics["loss"].update(loss.detach(), weight=len(y))
         if stage == "test":
             self.confusion.update(preds, y)
-        return loss
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
         penalty = self.network.penalty()
-        if penalty is not None:
-            loss = loss + penalty
-        fault = self._fault(loss)
+        total = loss if penalty is None else loss + penalty
+        fault = self._fault(total)
         if fault is None:
-            return loss
+            # Metrics see only the batches that train, so a skipped NaN batch leaves no trace.
+            self._update("train", logits, y, loss)
+            return total
         if self.on_fault == "stop":
             # Raising keeps the last good checkpoint: nothing is saved after this step.
             raise TrainingFault(

@@ -14,7 +14,7 @@ from stn_lab.atomic import atomic_write
 SCHEMA_VERSION = 1
 NOT_APPLICABLE = "n/a"
 # Groups that only shape the STN: for a plain CNN their choice changes nothing.
-STN_ONLY_GROUPS = ("localiser", "activation", "transform")
+STN_ONLY_GROUPS = ("localiser", "localiser_net", "activation", "transform")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -9,12 +9,16 @@ what its classes and normalisation are.
   every model is scored on the same images. Training images are distorted afresh in every batch
   (``on_after_batch_transfer``, so on the GPU when training there), from the global RNG that
   ``seed_everything`` seeds.
-- Batches are gathered by tensor indexing (a ``BatchSampler`` feeding ``TensorDataset``): no
-  per-sample Python in the hot path.
+- Batches are gathered by tensor indexing (:class:`IndexBatchSampler` hands ``TensorDataset``
+  one index tensor per batch): no per-sample Python in the hot path.
+- On a GPU (``keep_on_device: auto``), the whole dataset moves to the GPU once and the index
+  tensors are made there once per epoch, so a batch never touches the host.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,10 +27,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     DistributedSampler,
     RandomSampler,
+    Sampler,
     SequentialSampler,
     TensorDataset,
 )
@@ -43,14 +47,31 @@ CIFAR10_CLASSES = [
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 EVAL_CHUNK = 2048
+KEEP_ON_DEVICE = ("auto", True, False)
+log = logging.getLogger(__name__)
 
 
-class EpochBatchSampler(BatchSampler):
-    """A BatchSampler that passes Lightning's ``set_epoch`` on to its (distributed) sampler."""
+class IndexBatchSampler(Sampler):
+    """Batches of indices as ``LongTensor`` slices of the epoch's order, made on ``device``.
+
+    The order (shuffled, sequential or a DDP shard) is drawn once per epoch and copied to the
+    device in one go; each batch is then a slice of it. Lightning's ``set_epoch`` is passed on
+    to the order's sampler (DDP reshuffles with it).
+    """
+
+    def __init__(self, order: Sampler, batch_size: int, device: torch.device | None = None):
+        self.order, self.batch_size, self.device = order, batch_size, device
+
+    def __iter__(self):
+        index = torch.as_tensor(list(self.order), dtype=torch.long)
+        yield from index.to(self.device or "cpu").split(self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        if hasattr(self.order, "set_epoch"):
+            self.order.set_epoch(epoch)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -74,8 +95,12 @@ class ImageDataModule(L.LightningDataModule):
         distortion_sets: dict[str, Distortion | None] | None = None,
         eval_seed: int = 0,
         download: bool = True,
+        keep_on_device: str | bool = "auto",
     ):
         super().__init__()
+        if keep_on_device not in KEEP_ON_DEVICE:
+            raise ValueError(f"keep_on_device must be auto, true or false, got {keep_on_device!r}")
+        self.keep_on_device = keep_on_device
         self.data_dir = Path(data_dir) if data_dir else sources.default_data_dir()
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
@@ -171,8 +196,27 @@ class ImageDataModule(L.LightningDataModule):
             out.append((warped * 255).round().clamp(0, 255).to(torch.uint8))
         return torch.cat(out)
 
+    def resident_device(self) -> torch.device | None:
+        """The accelerator the whole dataset lives on, or ``None`` (batches are transferred).
+
+        ``auto`` and ``true`` both keep it on the trainer's device when that is not the CPU
+        (``true`` only documents the intent: on the CPU the data is in memory anyway).
+        """
+        if self.keep_on_device is False or self.trainer is None:
+            return None
+        device = self.trainer.strategy.root_device
+        return None if device.type == "cpu" else device
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
+        device = self.resident_device()
+        if device is not None and dataset.tensors[0].device != device:
+            # One copy of the whole split (MNIST: 47 MB as uint8); batches then stay there.
+            dataset = TensorDataset(*(t.to(device) for t in dataset.tensors))
+            self.splits[split] = dataset
+        workers = self.num_workers if device is None else 0  # workers cannot index GPU memory
+        if workers != self.num_workers:
+            log.info("data.num_workers=%d ignored: the dataset is on %s", self.num_workers, device)
         batch = self.batch_size if split == "train" else self.eval_batch_size
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # DDP: each process gets a shard
@@ -185,9 +229,9 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=None,  # the BatchSampler hands whole index lists to TensorDataset
-            sampler=EpochBatchSampler(order, batch, drop_last=False),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            sampler=IndexBatchSampler(order, batch, device),
+            num_workers=workers,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -225,7 +269,7 @@ class ImageDataModule(L.LightningDataModule):
     def fixed_batch(self, stage: str = "test", n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` images of an evaluation split, model-ready, on the CPU."""
         self.setup()
-        images, labels = self.splits[stage][:n]
+        images, labels = (t.cpu() for t in self.splits[stage][:n])
         return self.prepare_images(images, train=False), labels
 
 

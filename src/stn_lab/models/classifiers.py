@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from stn_lab.models.input_grad_conv import InputGradConv2d
 from stn_lab.models.shapes import output_shape
 
 
@@ -54,7 +55,10 @@ class ConvClassifier(StagedClassifier):
         c1, c2 = channels
         self.blocks = nn.ModuleList(
             [
-                nn.Sequential(nn.Conv2d(in_channels, c1, kernel_size), nn.MaxPool2d(2), nn.ReLU()),
+                # The first conv passes a gradient back to an STN's output: faster kernel for it.
+                nn.Sequential(
+                    InputGradConv2d(in_channels, c1, kernel_size), nn.MaxPool2d(2), nn.ReLU()
+                ),
                 nn.Sequential(
                     nn.Conv2d(c1, c2, kernel_size),
                     nn.Dropout2d(dropout),

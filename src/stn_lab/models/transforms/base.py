@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,35 @@ def base_grid(out_shape: tuple[int, int, int, int], align_corners: bool, device)
     """
     eye = torch.eye(2, 3, device=device, dtype=torch.float32).unsqueeze(0)
     return F.affine_grid(eye, [1, *out_shape[1:]], align_corners=align_corners)
+
+
+@lru_cache(maxsize=32)
+def _affine_basis(height: int, width: int, align_corners: bool, device, dtype) -> torch.Tensor:
+    """``[6, H*W*2]``: row ``(j, i)`` holds the output grid's ``j`` coordinate for matrix entry
+    ``(j, i)`` = 1, so that ``matrix.view(N, 6) @ basis`` is the whole batch of grids.
+
+    Made outside inference mode: the first call may come from validation (Lightning runs it
+    under ``inference_mode``), and an inference tensor in the cache would break training.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        points = base_grid((1, 1, height, width), align_corners, device).view(-1, 2)
+        homogeneous = torch.cat([points, torch.ones_like(points[:, :1])], dim=1).t()  # [3, HW]
+        basis = torch.zeros(2, 3, height * width, 2, device=device)
+        basis[0, :, :, 0] = homogeneous
+        basis[1, :, :, 1] = homogeneous
+        return basis.view(6, -1).to(dtype)
+
+
+def affine_grid(matrix: torch.Tensor, out_shape, align_corners: bool) -> torch.Tensor:
+    """``F.affine_grid`` as one GEMM against a cached basis (forward and backward).
+
+    ``F.affine_grid`` runs a batched matmul with an inner size of 3, which on the CPU took 1.7 ms
+    (forward + backward) for 64 grids of 28x28, against 0.4 ms for this. Same result to fp32
+    rounding.
+    """
+    n, _, height, width = out_shape
+    basis = _affine_basis(height, width, align_corners, matrix.device, matrix.dtype)
+    return (matrix.reshape(n, 6) @ basis).view(n, height, width, 2)
 
 
 class TransformFamily(nn.Module):
@@ -69,4 +100,4 @@ class MatrixTransform(TransformFamily):
             identity = self.identity().to(theta.device)
             theta = identity + self.BOUND * torch.tanh(theta - identity)
         matrix = self.matrix(theta)
-        return F.affine_grid(matrix, list(out_shape), align_corners=align_corners)
+        return affine_grid(matrix, out_shape, align_corners)

@@ -78,6 +78,7 @@ class ThinPlateSpline(TransformFamily):
         self.register_buffer(
             "solve", torch.linalg.inv(system)[:, :k].float().contiguous(), persistent=False
         )
+        self._feature_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def identity(self) -> torch.Tensor:
         return self.control_points.detach().cpu().flatten().clone()
@@ -118,8 +119,27 @@ class ThinPlateSpline(TransformFamily):
         self, theta: torch.Tensor, out_shape: tuple[int, int, int, int], align_corners: bool
     ) -> torch.Tensor:
         n, _, height, width = out_shape
-        # The output-size-dependent part (kernel features of the H*W points) is recomputed each
-        # call rather than cached: it is ~H*W*K flops, and a cache filled under Lightning's
-        # inference_mode (validation) would hold inference tensors that break training backward.
-        points = base_grid(out_shape, align_corners, theta.device).view(-1, 2)
-        return self.transform_points(theta, points).view(n, height, width, 2)
+        points, features = self._grid_features(height, width, align_corners, theta.device)
+        with torch.autocast(device_type=theta.device.type, enabled=False):
+            theta = theta.float()
+            solve = self.solve.to(device=theta.device, dtype=torch.float32)
+            control = self.control_points.to(device=theta.device, dtype=torch.float32)
+            coefficients = solve @ (theta.reshape(n, -1, 2) - control)  # [N, K + 3, 2]
+            # One GEMM for the whole batch: [H*W, K+3] @ [K+3, N*2] (a batched matmul with
+            # an inner size of K+3 is several times slower on the CPU).
+            flat = coefficients.permute(1, 0, 2).reshape(features.shape[1], n * 2)
+            displacement = (features @ flat).view(-1, n, 2).permute(1, 0, 2)
+            return (points + displacement).reshape(n, height, width, 2)
+
+    def _grid_features(self, height: int, width: int, align_corners: bool, device):
+        """The output grid's points ``[H*W, 2]`` and their features ``[H*W, K+3]``, cached.
+
+        Built outside inference mode: the first call may come from validation (Lightning runs
+        it under ``inference_mode``), and an inference tensor in the cache would break training.
+        """
+        key = (height, width, align_corners, str(device))
+        if key not in self._feature_cache:
+            with torch.inference_mode(False), torch.no_grad():
+                points = base_grid((1, 1, height, width), align_corners, device).view(-1, 2)
+                self._feature_cache[key] = (points, self.features(points))
+        return self._feature_cache[key]
