@@ -92,18 +92,23 @@ def inference_seconds(datamodule, network, batches: int) -> float:
 
 
 class _StepTimer(L.Callback):
-    """Times Lightning training steps after a warm-up."""
+    """Times Lightning training steps after a warm-up: from the start of step ``warmup`` to the
+    end of the last step (Trainer start-up and teardown are not steps)."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.steps = warmup, None, 0
+        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup and self.start is None:
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
-        self.steps = trainer.global_step - self.warmup
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.end, self.steps = time.perf_counter(), trainer.global_step - self.warmup
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
 
 
 def lightning_steps(cfg, datamodule, module, steps: int, warmup: int = 5) -> float:
@@ -139,7 +144,7 @@ def throughput(size: int, steps: int, rounds: int) -> dict:
     # Lightning against plain, alternating, on fresh copies of the same model and batches.
     for m in ("stn", "cnn"):
         ratios = []
-        for _ in range(max(1, rounds // 2)):
+        for _ in range(rounds):
             cfg, dm, net, module = setup(m, size, n_train=BATCH * (steps + 10))
             lightning = lightning_steps(cfg, dm, module, steps)
             cfg2, dm2, net2, _ = setup(m, size, n_train=BATCH * (steps + 10))

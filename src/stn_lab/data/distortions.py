@@ -205,28 +205,38 @@ class ClutterDistortion(Distortion):
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         n, channels, size = len(images), images.shape[1], images.shape[-1]
-        params = params.to(images.device, torch.float32)
-        source = images.float().permute(0, 2, 3, 1)  # [N, H, W, C] for per-pixel gathering
-        canvas = source.new_zeros(n, self.out_size(size), self.canvas, channels)
-        rows = torch.arange(n, device=images.device).view(-1, 1, 1)
+        out, k, device = self.out_size(size), self.patch_size, images.device
+        params = params.to(device, torch.float32)
+        source = images.float().reshape(n, channels, size * size)
 
-        def window(u: torch.Tensor, length: int, room: int) -> torch.Tensor:
-            """``[n, length]`` pixel positions starting at ``u`` (in [0, 1)) of ``room`` places."""
-            start = (u * room).long().clamp(max=room - 1)
-            return start.view(-1, 1) + torch.arange(length, device=images.device)
+        def offsets(u: torch.Tensor, room: int) -> torch.Tensor:
+            """Whole-pixel starts in ``[0, room)`` from uniform numbers ``u`` in [0, 1)."""
+            return (u * room).long().clamp(max=room - 1)
 
-        ys = window(params[:, 1], size, self.canvas - size + 1)
-        xs = window(params[:, 0], size, self.canvas - size + 1)
-        canvas[rows, ys.unsqueeze(2), xs.unsqueeze(1)] = source
+        def square(top: torch.Tensor, left: torch.Tensor, side: int, width: int) -> torch.Tensor:
+            """Flat indices ``[..., side*side]`` of ``side``-squares at (top, left), row width
+            ``width``."""
+            steps = torch.arange(side, device=device)
+            cells = (steps.view(-1, 1) * width + steps).flatten()
+            return (top * width + left).unsqueeze(-1) + cells
+
+        # The image, copied whole onto the canvas at a random place (flat-index scatter).
+        canvas = source.new_zeros(n, channels, out * out)
+        place = square(offsets(params[:, 1], out - size + 1),
+                       offsets(params[:, 0], out - size + 1), size, out)  # fmt: skip
+        canvas.scatter_(2, place.unsqueeze(1).expand(-1, channels, -1), source)
         if self.patches and n > 1:
-            k = self.patch_size
-            for u in params[:, 2:].view(n, self.patches, 5).unbind(dim=1):
-                other = (rows.view(-1) + 1 + (u[:, 0] * (n - 1)).long().clamp(max=n - 2)) % n
-                crop = source[
-                    other.view(-1, 1, 1), window(u[:, 2], k, size - k + 1).unsqueeze(2),
-                    window(u[:, 1], k, size - k + 1).unsqueeze(1),
-                ]  # fmt: skip
-                r = window(u[:, 4], k, self.canvas - k + 1).unsqueeze(2)
-                c = window(u[:, 3], k, self.canvas - k + 1).unsqueeze(1)
-                canvas[rows, r, c] = torch.maximum(canvas[rows, r, c], crop)
-        return canvas.permute(0, 3, 1, 2).contiguous()
+            u = params[:, 2:].view(n, self.patches, 5)
+            rows = torch.arange(n, device=device).view(-1, 1)
+            other = (rows + 1 + (u[..., 0] * (n - 1)).long().clamp(max=n - 2)) % n  # [n, P]
+            crop = square(offsets(u[..., 2], size - k + 1), offsets(u[..., 1], size - k + 1),
+                          k, size)  # fmt: skip
+            flat_source = source.transpose(0, 1).reshape(channels, -1)  # [C, N*H*W]
+            patches = flat_source[:, (other.unsqueeze(-1) * size * size + crop).view(n, -1)]
+            paste = square(offsets(u[..., 4], out - k + 1), offsets(u[..., 3], out - k + 1),
+                           k, out).view(n, 1, -1)  # fmt: skip
+            # All patches at once; amax keeps the brighter pixel where they overlap.
+            canvas.scatter_reduce_(
+                2, paste.expand(-1, channels, -1), patches.transpose(0, 1), reduce="amax"
+            )
+        return canvas.view(n, channels, out, out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from stn_lab.models.transforms.base import TransformFamily, base_grid
+from stn_lab.models.transforms.base import TransformFamily, map_grid_points
 
 # Smallest |w| the perspective division may see. Output points whose homogeneous coordinate
 # is closer to 0 than this are mapped to the line at infinity of the input.
@@ -53,9 +53,6 @@ class Projective(TransformFamily):
         # fp32 even under autocast: autocast would run the matmul in bf16/fp16 despite the cast,
         # and low-precision coordinates lose whole pixels (and the division amplifies errors).
         with torch.autocast(device_type=theta.device.type, enabled=False):
-            matrix = self.matrix(theta.float())
-            points = base_grid(out_shape, align_corners, theta.device).view(1, -1, 2)
-            homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
-            mapped = homogeneous @ matrix.transpose(1, 2)  # [N, H*W, 3]
+            mapped = map_grid_points(self.matrix(theta.float()), out_shape, align_corners)
             source = mapped[..., :2] / safe_denominator(mapped[..., 2:])
         return source.view(n, height, width, 2)
