@@ -3,6 +3,7 @@ device, and bf16 with the STN's sampling kept in fp32."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from conftest import compose_cfg
 from torch import nn
 
-from stn_lab.allocator import tune_allocator
+from stn_lab.cpu_runtime import skip_gpu_probe, tune_allocator
 from stn_lab.data.datamodules import IndexBatchSampler, SyntheticDataModule
 from stn_lab.models.input_grad_conv import InputGradConv2d
 from stn_lab.models.stn import SpatialTransformer
@@ -80,6 +81,17 @@ def test_cached_grid_basis_made_during_validation_still_trains():
 def test_allocator_tuning_is_accepted_by_glibc():
     assert tune_allocator() is True
     assert tune_allocator() is True  # idempotent: every entry point may call it
+
+
+def test_gpu_probe_is_skipped_only_when_there_is_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert skip_gpu_probe() is False  # the user's own setting is left alone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    if torch.cuda.is_available():
+        assert skip_gpu_probe() is False
+        return
+    assert skip_gpu_probe() is True
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and not torch.cuda.is_available()
 
 
 def test_index_batches_are_slices_of_one_epoch_order():

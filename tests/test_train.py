@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_cfg
+from hydra.utils import instantiate
 
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.train import build, train
@@ -82,6 +83,33 @@ def test_sgd_and_scheduler_are_config_options():
     assert isinstance(config["optimizer"], torch.optim.SGD)
     assert config["optimizer"].defaults["momentum"] == 0.9
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected_lr",
+    [
+        # Per epoch: StepLR(step_size=1, gamma=0.5) stepped after each of 2 epochs.
+        (["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
+          "trainer.max_epochs=2"], 0.25),
+        # Per step: the thirds schedule divides by 10 at 1/3 and 2/3 of 6 steps.
+        (["scheduler=thirds", "scheduler_interval=step", "trainer.max_steps=6",
+          "trainer.max_epochs=-1"], 0.01),
+    ],
+)  # fmt: skip
+def test_schedulers_step_during_training(overrides, expected_lr):
+    # The module writes its optimiser step out (manual optimisation), so it steps the
+    # scheduler itself: per epoch or per step, as scheduler_interval says.
+    cfg = compose_cfg(
+        ["model=cnn", "data=synthetic", "data.num_train=256", "optimizer.lr=1.0", *overrides]
+    )
+    datamodule, _, module = build(cfg)
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    lrs = [group["lr"] for group in module.optimizers().optimizer.param_groups]
+    assert lrs == pytest.approx([expected_lr] * len(lrs))
 
 
 def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplog):

@@ -1,8 +1,9 @@
 """``python -m stn_lab.bench``: throughput, overhead ratios, data-pipeline speed and memory.
 
 Prints one table and writes it to ``bench/results.md``. The machine is noisy (+-40% run to run),
-so every target is a ratio of two measurements taken in alternating rounds within one run, and
-each ratio is the median over rounds.
+so every target is a ratio of two measurements taken in alternation within one run: models
+take turns in runs of 10 steps, Lightning and the plain loop step by step, and each ratio is
+the median of the per-turn ratios.
 
 - train / inference img/s of the STN (default localiser), the STN with the tutorial localiser,
   and the CNN, at 28, 42 and 60 px, in a plain PyTorch loop over the DataModule's batches;
@@ -35,14 +36,16 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from stn_lab.allocator import tune_allocator
 from stn_lab.config_path import compose_config as compose_cfg
+from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.train import build
 
 TUTORIAL_LOCALISER = ["localiser_net=tutorial"]
 MODELS = {"stn": ["model=stn"], "stn_tutorial": ["model=stn", *TUTORIAL_LOCALISER],
           "cnn": ["model=cnn"]}  # fmt: skip
 BATCH = 64
+WARMUP = 10  # untimed steps before timing either path
+CHUNK = 10  # consecutive steps of one model before the next takes its turn
 
 
 def setup(model: str, size: int, n_train: int):
@@ -61,22 +64,28 @@ def plain_optimizer(cfg, network) -> torch.optim.Optimizer:
     return instantiate(cfg.optimizer)(network.parameters())
 
 
-def plain_steps(datamodule, network, optimizer, steps: int) -> float:
-    """Seconds for ``steps`` training steps of a plain PyTorch loop (the reference)."""
-    network.train()
-    batches = iter(datamodule.train_dataloader())
-    start = time.perf_counter()
-    for _ in range(steps):
+class PlainLoop:
+    """A plain PyTorch training loop over the DataModule's batches (the reference): call it to
+    run one step; it returns that step's seconds."""
+
+    def __init__(self, cfg, datamodule, network):
+        self.datamodule, self.network = datamodule, network
+        self.optimizer = plain_optimizer(cfg, network)
+        self.batches = iter(())
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.network.train()
         try:
-            x, y = next(batches)
+            x, y = next(self.batches)
         except StopIteration:
-            batches = iter(datamodule.train_dataloader())
-            x, y = next(batches)
-        x = datamodule.prepare_images(x, train=True)
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(network(x), y).backward()
-        optimizer.step()
-    return time.perf_counter() - start
+            self.batches = iter(self.datamodule.train_dataloader())
+            x, y = next(self.batches)
+        x = self.datamodule.prepare_images(x, train=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.network(x), y).backward()
+        self.optimizer.step()
+        return time.perf_counter() - start
 
 
 def inference_seconds(datamodule, network, batches: int) -> float:
@@ -91,49 +100,59 @@ def inference_seconds(datamodule, network, batches: int) -> float:
     return time.perf_counter() - start
 
 
-class _StepTimer(L.Callback):
-    """Times Lightning training steps after a warm-up: from the start of step ``warmup`` to the
-    end of the last step (Trainer start-up and teardown are not steps)."""
+class _Interleave(L.Callback):
+    """Runs one plain-loop step between Lightning steps and times both.
 
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
+    A Lightning step is the time from the end of one plain step to the start of the next: one
+    whole turn of Lightning's loop (data, hooks, training_step, optimiser), and nothing of the
+    plain loop. Alternating step by step makes the machine's slow phases hit both paths alike.
+    """
+
+    def __init__(self, plain: PlainLoop, warmup: int):
+        self.plain, self.warmup = plain, warmup
+        self.lightning_seconds: list[float] = []
+        self.plain_seconds: list[float] = []
+        self.last_end: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.warmup and self.start is None:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.end, self.steps = time.perf_counter(), trainer.global_step - self.warmup
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
+        begin = time.perf_counter()
+        if self.last_end is not None and trainer.global_step > self.warmup:
+            self.lightning_seconds.append(begin - self.last_end)
+        plain = self.plain()
+        if trainer.global_step >= self.warmup:
+            self.plain_seconds.append(plain)
+        self.last_end = time.perf_counter()
 
 
-def lightning_steps(cfg, datamodule, module, steps: int, warmup: int = 5) -> float:
-    """Seconds per step of stn_lab's Lightning path (ClassifierModule + Trainer)."""
-    timer = _StepTimer(warmup)
+def lightning_vs_plain(model: str, size: int, steps: int) -> float:
+    """Lightning/plain throughput ratio, step-interleaved, for fresh copies of one model."""
+    cfg, datamodule, _, module = setup(model, size, n_train=BATCH * (steps + WARMUP + 5))
+    _, plain_data, plain_network, _ = setup(model, size, n_train=BATCH * (steps + WARMUP + 5))
+    timer = _Interleave(PlainLoop(cfg, plain_data, plain_network), WARMUP)
     trainer = instantiate(
-        cfg.trainer, max_epochs=-1, max_steps=steps + warmup, limit_val_batches=0,
+        cfg.trainer, max_epochs=-1, max_steps=steps + WARMUP + 1, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
-    return timer.seconds / timer.steps
+    pairs = zip(timer.plain_seconds, timer.lightning_seconds, strict=False)
+    return statistics.median(p / light for p, light in pairs)
 
 
-def throughput(size: int, steps: int, rounds: int) -> dict:
+def throughput(size: int, steps: int) -> dict:
     """Train/inference img/s per model, and the within-run ratios, at one image size."""
     torch.manual_seed(0)
-    parts = {m: setup(m, size, n_train=BATCH * (steps + 10)) for m in MODELS}
-    optimizers = {m: plain_optimizer(p[0], p[2]) for m, p in parts.items()}
-    for m, (_, dm, net, _) in parts.items():
-        plain_steps(dm, net, optimizers[m], 3)  # warm-up
-    per_step = {m: [] for m in MODELS}
-    for _ in range(rounds):  # alternate models so slow phases of the machine hit all of them
-        for m, (_, dm, net, _) in parts.items():
-            per_step[m].append(plain_steps(dm, net, optimizers[m], steps) / steps)
+    parts = {m: setup(m, size, n_train=BATCH * (steps + WARMUP + 5)) for m in MODELS}
+    loops = {m: PlainLoop(cfg, dm, net) for m, (cfg, dm, net, _) in parts.items()}
+    for loop in loops.values():
+        for _ in range(WARMUP):
+            loop()
+    # Models take turns in short runs of CHUNK steps: warm caches within a run (as in training),
+    # and the machine's slow phases still hit every model alike.
+    per_step: dict[str, list[float]] = {m: [] for m in MODELS}
+    for _ in range(steps // CHUNK):
+        for m, loop in loops.items():
+            per_step[m].append(sum(loop() for _ in range(CHUNK)) / CHUNK)
     row = {"size": size}
     for m, (_, dm, net, _) in parts.items():
         row[f"{m}_train"] = BATCH / statistics.median(per_step[m])
@@ -141,16 +160,8 @@ def throughput(size: int, steps: int, rounds: int) -> dict:
     for m in ("stn", "stn_tutorial"):
         ratios = [s / c for s, c in zip(per_step[m], per_step["cnn"], strict=True)]
         row[f"{m}_cnn_ratio"] = statistics.median(ratios)
-    # Lightning against plain, alternating, on fresh copies of the same model and batches.
     for m in ("stn", "cnn"):
-        ratios = []
-        for _ in range(rounds):
-            cfg, dm, net, module = setup(m, size, n_train=BATCH * (steps + 10))
-            lightning = lightning_steps(cfg, dm, module, steps)
-            cfg2, dm2, net2, _ = setup(m, size, n_train=BATCH * (steps + 10))
-            plain = plain_steps(dm2, net2, plain_optimizer(cfg2, net2), steps) / steps
-            ratios.append(plain / lightning)  # throughput ratio Lightning / plain
-        row[f"{m}_lightning_ratio"] = statistics.median(ratios)
+        row[f"{m}_lightning_ratio"] = lightning_vs_plain(m, size, steps)
     return row
 
 
@@ -255,7 +266,7 @@ def render(rows: list[dict], rates: dict, rss: tuple[float, str], acc: dict | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    tune_allocator()  # as the train entry point does, for both the plain and the Lightning path
+    tune_cpu_runtime()  # as the train entry point does, for both the plain and the Lightning path
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-Trainer banners
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description="stn_lab throughput and memory benchmark")
@@ -269,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--accuracy-seeds", type=int, default=2, help="seeds per localiser")
     args = parser.parse_args(argv)
-    sizes, steps, rounds = ((28,), 10, 3) if args.quick else ((28, 42, 60), 30, 7)
+    sizes, steps = ((28,), 30) if args.quick else ((28, 42, 60), 200)
     rows = []
     for size in sizes:
         print(f"measuring {size} px ...", flush=True)
-        rows.append(throughput(size, steps, rounds))
+        rows.append(throughput(size, steps))
     print("measuring the data pipeline ...", flush=True)
     rates = data_pipeline(5 if args.quick else 20)
     print("measuring peak RSS of a 28x28 run ...", flush=True)

@@ -44,8 +44,8 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from stn_lab.allocator import tune_allocator
 from stn_lab.atomic import atomic_write
+from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.data.distortions import AffineDistortion
 from stn_lab.train import build, user_error_message
@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
         return 0
-    tune_allocator()
+    tune_cpu_runtime()
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not log.handlers:

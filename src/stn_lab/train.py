@@ -26,8 +26,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
-from stn_lab.allocator import tune_allocator
 from stn_lab.config_path import CONFIG_DIR
+from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.sources import DataError
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.module import ClassifierModule, TrainingFault
@@ -167,7 +167,7 @@ def completed_record(run_dir: Path) -> dict | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    tune_allocator()
+    tune_cpu_runtime()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = dict(hydra_cfg.runtime.choices)

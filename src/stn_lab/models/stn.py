@@ -116,9 +116,9 @@ HEALTH_POINTS = 8  # the health check reads an 8x8 lattice of the grid, corners 
 def grid_health(grid: torch.Tensor, in_size: int) -> dict[str, torch.Tensor]:
     """Fractions of a batch whose grids ``[N, H, W, 2]`` collapsed or fell outside the input.
 
-    Read on a ``HEALTH_POINTS`` square lattice that includes the grid's corners (exact for the
-    matrix families, whose extremes are at the corners; a close estimate for TPS and
-    projective): 64 points instead of H*W keeps the per-step check cheap.
+    Read on a ``HEALTH_POINTS`` square lattice that includes the grid's corners: 64 points
+    instead of H*W keeps the per-step check cheap. The span is exact for the matrix families
+    (their extremes are at the corners); "outside" means no lattice point lies in the image.
     """
     rows = torch.linspace(0, grid.shape[1] - 1, HEALTH_POINTS, device=grid.device).round().long()
     cols = torch.linspace(0, grid.shape[2] - 1, HEALTH_POINTS, device=grid.device).round().long()
