@@ -55,8 +55,8 @@ class ClassifierModule(L.LightningModule):
         self.degenerate_fraction = degenerate_fraction
         self.skipped_batches = 0
         self.num_classes = num_classes
-        # Keys get a suffix: a ModuleDict key "val" would be fine, but "train" would clash with
-        # nn.Module.train. Validation and test use torchmetrics (per-class accuracy, DDP sync).
+        # Validation and test use torchmetrics (per-class accuracy, DDP sync), under keys
+        # "<stage>_metrics".
         self.stage_metrics = nn.ModuleDict(
             {
                 f"{stage}_metrics": MetricCollection(
@@ -172,18 +172,18 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_end(self):
         if self.scheduler_interval == "epoch":
             self._step_scheduler()
-        if self._train_tally is None:  # every batch of the epoch was skipped
-            return
-        loss_sum, correct, count = self._train_tally
+        # Every process takes part in the reduce, even one whose batches were all skipped.
+        loss_sum, correct, count = self._train_tally or (0.0, 0, 0)
         self._train_tally = None
-        totals = torch.stack([loss_sum.float(), correct.float(), loss_sum.new_tensor(count)])
+        totals = torch.tensor([float(loss_sum), float(correct), float(count)], device=self.device)
         # Sum over DDP processes (a no-op on one), then the same value is logged everywhere.
         loss_sum, correct, count = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        self.log_dict(
-            {"train/acc": correct / count, "train/loss": loss_sum / count},
-            prog_bar=True,
-            sync_dist=True,
-        )
+        if count > 0:
+            self.log_dict(
+                {"train/acc": correct / count, "train/loss": loss_sum / count},
+                prog_bar=True,
+                sync_dist=True,
+            )
 
     def on_validation_epoch_end(self):
         self._log_epoch("val")
