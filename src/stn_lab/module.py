@@ -82,12 +82,11 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
-    def _step(self, batch, stage: str) -> None:
+    def _eval_step(self, batch, stage: str) -> None:
+        """Validation or test: loss, accuracy, per-class accuracy (and the confusion matrix)."""
         x, y = batch
         logits = self(x)
-        self._update(stage, logits, y, F.cross_entropy(logits, y))
-
-    def _update(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor):
+        loss = F.cross_entropy(logits, y)
         metrics = self.stage_metrics[f"{stage}_metrics"]
         preds = logits.argmax(dim=1)
         metrics["acc"].update(preds, y)
@@ -149,10 +148,10 @@ class ClassifierModule(L.LightningModule):
         return None
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
 
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = self.stage_metrics[f"{stage}_metrics"]

@@ -228,7 +228,7 @@ class ImageDataModule(L.LightningDataModule):
             order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_size=None,  # the BatchSampler hands whole index lists to TensorDataset
+            batch_size=None,  # IndexBatchSampler hands TensorDataset one index tensor per batch
             sampler=IndexBatchSampler(order, batch, device),
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -4,7 +4,7 @@ Behind a spatial transformer, the classifier's first convolution must pass a gra
 its input (the STN's output), which a plain CNN never asks for. On the CPU, oneDNN computes that
 input gradient slowly when the convolution has 1-3 input channels: 2.5 ms of a 7 ms CNN step at
 28 px, 15 ms at 60 px (batch 64, 2 cores). Written as one GEMM (kernel^T x output gradient) and
-``k*k`` shifted adds of the resulting columns (col2im by hand), it took 0.7 ms and 3.7 ms.
+shifted adds of the resulting columns (col2im by hand), it took 0.7 ms and 3.7 ms.
 
 The forward pass and the weight gradient stay with PyTorch's own kernels. The custom path is
 taken only on the CPU in fp32 (not under autocast), for stride 1, no dilation, one group, and

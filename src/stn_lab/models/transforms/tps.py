@@ -107,13 +107,16 @@ class ThinPlateSpline(TransformFamily):
         solve (~1e-6 on coordinates of size 1).
         """
         with torch.autocast(device_type=theta.device.type, enabled=False):
-            theta = theta.float()
             points = points.float()
-            solve = self.solve.to(device=theta.device, dtype=torch.float32)
-            control = self.control_points.to(device=theta.device, dtype=torch.float32)
-            displacement = theta.reshape(theta.shape[0], -1, 2) - control  # [N, K, 2]
-            coefficients = solve @ displacement  # [N, K + 3, 2]: kernel weights, then affine
-            return points + self.features(points) @ coefficients
+            return points + self.features(points) @ self._coefficients(theta)
+
+    def _coefficients(self, theta: torch.Tensor) -> torch.Tensor:
+        """``[N, K + 3, 2]`` spline coefficients (kernel weights, then affine) of the
+        displacement ``theta - identity``, in fp32 (call with autocast off)."""
+        theta = theta.float()
+        solve = self.solve.to(device=theta.device, dtype=torch.float32)
+        control = self.control_points.to(device=theta.device, dtype=torch.float32)
+        return solve @ (theta.reshape(theta.shape[0], -1, 2) - control)
 
     def grid(
         self, theta: torch.Tensor, out_shape: tuple[int, int, int, int], align_corners: bool
@@ -121,12 +124,9 @@ class ThinPlateSpline(TransformFamily):
         n, _, height, width = out_shape
         points, features = self._grid_features(height, width, align_corners, theta.device)
         with torch.autocast(device_type=theta.device.type, enabled=False):
-            theta = theta.float()
-            solve = self.solve.to(device=theta.device, dtype=torch.float32)
-            control = self.control_points.to(device=theta.device, dtype=torch.float32)
-            coefficients = solve @ (theta.reshape(n, -1, 2) - control)  # [N, K + 3, 2]
-            # One GEMM for the whole batch: [H*W, K+3] @ [K+3, N*2] (a batched matmul with
-            # an inner size of K+3 is several times slower on the CPU).
+            coefficients = self._coefficients(theta)
+            # transform_points as one GEMM for the whole batch: [H*W, K+3] @ [K+3, N*2] (a
+            # batched matmul with an inner size of K+3 is several times slower on the CPU).
             flat = coefficients.permute(1, 0, 2).reshape(features.shape[1], n * 2)
             displacement = (features @ flat).view(-1, n, 2).permute(1, 0, 2)
             return (points + displacement).reshape(n, height, width, 2)
