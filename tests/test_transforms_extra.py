@@ -84,6 +84,18 @@ def test_affine_homography_matches_affine_grid():
     assert torch.allclose(grid, F.affine_grid(a.view(1, 2, 3), [1, 1, 6, 8], False), atol=1e-6)
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_homography_grid_matches_a_direct_perspective_division(align_corners):
+    theta = torch.tensor([[0.9, 0.1, -0.05, -0.2, 1.1, 0.1, 0.15, -0.1],
+                          [1.0, 0.0, 0.2, 0.0, 1.0, 0.0, -0.3, 0.25]])  # fmt: skip
+    grid = Projective().grid(theta, (2, 1, 5, 7), align_corners=align_corners)
+    points = F.affine_grid(torch.eye(2, 3).unsqueeze(0), [1, 1, 5, 7], align_corners)
+    homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1).double()
+    mapped = torch.einsum("nij,hwj->nhwi", Projective().matrix(theta).double(), homogeneous[0])
+    expected = mapped[..., :2] / mapped[..., 2:]
+    assert torch.allclose(grid.double(), expected, atol=1e-6)
+
+
 def test_points_on_the_horizon_stay_finite():
     # w = 1 - x is exactly 0 on the last column (x = 1 with align_corners): without the clamp
     # that column would be inf/NaN and so would the gradient of the whole batch.
