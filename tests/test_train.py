@@ -15,7 +15,8 @@ from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from stn_lab.config_path import CONFIG_DIR
-from stn_lab.train import build, train
+from stn_lab.data.datamodules import SyntheticDataModule
+from stn_lab.train import build, in_loaded_batches, train
 
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
 # Every STN combination; the baselines ignore localiser/activation/transform, so they run once
@@ -110,6 +111,45 @@ def test_schedulers_step_during_training(overrides, expected_lr):
     trainer.fit(module, datamodule=datamodule)
     lrs = [group["lr"] for group in module.optimizers().optimizer.param_groups]
     assert lrs == pytest.approx([expected_lr] * len(lrs))
+
+
+def fit_steps(overrides: list[str]):
+    """Build from ``overrides`` on synthetic data and fit with no validation or logging."""
+    cfg = compose_cfg(["model=stn", "data=synthetic", "data.num_train=400", *overrides])
+    datamodule, network, module = build(cfg)
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, network
+
+
+def test_several_steps_per_batch_train_exactly_like_one_step_per_batch():
+    # 360 training images: 5 full steps of 64 and a last step of 40 per epoch, in batches of
+    # 4 steps (a full one and a short one) or of 1 step; two epochs.
+    runs = {k: fit_steps([f"data.steps_per_batch={k}", "trainer.max_epochs=2"]) for k in (1, 4)}
+    (one, net_one), (four, net_four) = runs[1], runs[4]
+    assert one.global_step == four.global_step == 12
+    assert one.num_training_batches == 6 and four.num_training_batches == 2
+    for a, b in zip(net_one.state_dict().values(), net_four.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_step_budget_ends_inside_a_batch():
+    trainer, _ = fit_steps(["data.steps_per_batch=4", "trainer.max_steps=6",
+                            "trainer.max_epochs=-1"])  # fmt: skip
+    assert trainer.global_step == 6
+
+
+def test_step_counts_become_whole_batches():
+    assert [in_loaded_batches(n, 8) for n in (1, 8, 9, 500)] == [1, 1, 2, 63]
+    assert in_loaded_batches(7, 1) == 7
+
+
+def test_steps_per_batch_must_be_positive():
+    with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
+        SyntheticDataModule(steps_per_batch=0)
 
 
 def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplog):

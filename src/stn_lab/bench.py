@@ -49,11 +49,15 @@ WARMUP = 10  # untimed steps before timing either path
 CHUNK = 10  # consecutive steps of one model before the next takes its turn
 
 
-def setup(model: str, size: int, n_train: int):
-    """A seeded (datamodule, network, module) on in-memory synthetic images of ``size`` px."""
+def setup(model: str, size: int, n_train: int, plain: bool = False):
+    """A seeded (datamodule, network, module) on in-memory synthetic images of ``size`` px.
+
+    ``plain``: batches of one optimiser step each (``data.steps_per_batch=1``), for the plain
+    loop; otherwise the configured default, which the Lightning path uses.
+    """
     cfg = compose_cfg([
         *MODELS[model], "data=synthetic", f"data.image_size={size}", f"data.num_train={n_train}",
-        "data.num_test=64", f"data.batch_size={BATCH}",
+        "data.num_test=64", f"data.batch_size={BATCH}", *(["data.steps_per_batch=1"] * plain),
     ])  # fmt: skip
     datamodule, network, module = build(cfg)
     datamodule.setup()
@@ -102,15 +106,17 @@ def inference_seconds(datamodule, network, batches: int) -> float:
 
 
 class _Interleave(L.Callback):
-    """Runs one plain-loop step between Lightning steps and times both.
+    """Runs the plain loop between Lightning batches and times both.
 
-    A Lightning step is the time from the end of one plain step to the start of the next: one
+    A Lightning batch is the time from the end of one plain turn to the start of the next: one
     whole turn of Lightning's loop (data, hooks, training_step, optimiser), and nothing of the
-    plain loop. Alternating step by step makes the machine's slow phases hit both paths alike.
+    plain loop. Each plain turn is as many steps as one Lightning batch holds
+    (``data.steps_per_batch``), so the two turns do the same work. Alternating turn by turn
+    makes the machine's slow phases hit both paths alike.
     """
 
-    def __init__(self, plain: PlainLoop, warmup: int):
-        self.plain, self.warmup = plain, warmup
+    def __init__(self, plain: PlainLoop, steps_per_batch: int, warmup: int):
+        self.plain, self.steps_per_batch, self.warmup = plain, steps_per_batch, warmup
         self.lightning_seconds: list[float] = []
         self.plain_seconds: list[float] = []
         self.last_end: float | None = None
@@ -119,17 +125,21 @@ class _Interleave(L.Callback):
         begin = time.perf_counter()
         if self.last_end is not None and trainer.global_step > self.warmup:
             self.lightning_seconds.append(begin - self.last_end)
-        plain = self.plain()
+        plain = sum(self.plain() for _ in range(self.steps_per_batch))
         if trainer.global_step >= self.warmup:
             self.plain_seconds.append(plain)
         self.last_end = time.perf_counter()
 
 
 def lightning_vs_plain(model: str, size: int, steps: int) -> float:
-    """Lightning/plain throughput ratio, step-interleaved, for fresh copies of one model."""
+    """Lightning/plain throughput ratio, turn-interleaved, for fresh copies of one model."""
     cfg, datamodule, _, module = setup(model, size, n_train=BATCH * (steps + WARMUP + 5))
-    _, plain_data, plain_network, _ = setup(model, size, n_train=BATCH * (steps + WARMUP + 5))
-    timer = _Interleave(PlainLoop(cfg, plain_data, plain_network), WARMUP)
+    _, plain_data, plain_network, _ = setup(
+        model, size, n_train=BATCH * (steps + WARMUP + 5), plain=True
+    )
+    timer = _Interleave(
+        PlainLoop(cfg, plain_data, plain_network), datamodule.steps_per_batch, WARMUP
+    )
     trainer = instantiate(
         cfg.trainer, max_epochs=-1, max_steps=steps + WARMUP + 1, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -143,7 +153,7 @@ def lightning_vs_plain(model: str, size: int, steps: int) -> float:
 def throughput(size: int, steps: int) -> dict:
     """Train/inference img/s per model, and the within-run ratios, at one image size."""
     torch.manual_seed(0)
-    parts = {m: setup(m, size, n_train=BATCH * (steps + WARMUP + 5)) for m in MODELS}
+    parts = {m: setup(m, size, n_train=BATCH * (steps + WARMUP + 5), plain=True) for m in MODELS}
     loops = {m: PlainLoop(cfg, dm, net) for m, (cfg, dm, net, _) in parts.items()}
     for loop in loops.values():
         for _ in range(WARMUP):
@@ -172,7 +182,7 @@ def data_pipeline(turns: int) -> dict[str, tuple[float, float]]:
     in alternating turns and the ratio the median over turns."""
     sets = instantiate(compose_cfg([]).distortions)
     x = torch.rand(256, 1, 28, 28)
-    cfg, datamodule, network, _ = setup("cnn", 28, n_train=BATCH * 50)
+    cfg, datamodule, network, _ = setup("cnn", 28, n_train=BATCH * 50, plain=True)
     train_step = PlainLoop(cfg, datamodule, network)
     for _ in range(WARMUP):
         train_step()

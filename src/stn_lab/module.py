@@ -39,6 +39,7 @@ class ClassifierModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         on_fault: str = "stop",
         degenerate_fraction: float = 0.5,
+        step_batch_size: int | None = None,
     ):
         super().__init__()
         self.network = network
@@ -53,6 +54,9 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
         self.on_fault = on_fault
         self.degenerate_fraction = degenerate_fraction
+        # A training batch may hold several optimiser steps' worth of images (the DataModule's
+        # steps_per_batch): one step per slice of this size. None: one step per batch.
+        self.step_batch_size = step_batch_size
         self.skipped_batches = 0
         self.num_classes = num_classes
         # Validation and test use torchmetrics (per-class accuracy, DDP sync), under keys
@@ -106,13 +110,23 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        size = self.step_batch_size or len(y)
+        # Each slice is one optimiser step, as if it were its own batch. A step budget
+        # (trainer.max_steps) ends mid-batch when it runs out there.
+        budget = self.trainer.max_steps
+        for x_step, y_step in zip(x.split(size), y.split(size), strict=True):
+            if 0 <= budget <= self.global_step:
+                break
+            self._optimiser_step(x_step, y_step)
+
+    def _optimiser_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         penalty = self.network.penalty()
         total = loss if penalty is None else loss + penalty
         fault = self._fault(total)
         if fault is None:
-            # Only batches that train are counted, so a skipped NaN batch leaves no trace.
+            # Only steps that train are counted, so a skipped NaN step leaves no trace.
             self._tally(logits, y, loss)
             optimizer = self.optimizers()
             optimizer.zero_grad()
@@ -120,7 +134,7 @@ class ClassifierModule(L.LightningModule):
             optimizer.step()
             if self.scheduler_interval == "step":
                 self._step_scheduler()
-            return total.detach()
+            return
         if self.on_fault == "stop":
             # Raising keeps the last good checkpoint: nothing is saved after this step.
             raise TrainingFault(
@@ -128,7 +142,7 @@ class ClassifierModule(L.LightningModule):
             )
         self.skipped_batches += 1
         self.log("train/skipped_batches", float(self.skipped_batches))
-        return None  # no backward, no optimiser step for this batch
+        # no backward, no optimiser step for these images
 
     def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()

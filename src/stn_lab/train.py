@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import uuid
 from pathlib import Path
@@ -71,8 +72,15 @@ def build(cfg: DictConfig):
         on_fault=cfg.faults.on_fault,
         degenerate_fraction=cfg.faults.degenerate_fraction,
         num_classes=datamodule.num_classes,
+        step_batch_size=datamodule.batch_size,
     )
     return datamodule, network, module
+
+
+def in_loaded_batches(steps: int, steps_per_batch: int) -> int:
+    """A step count as Lightning's batch count (a loaded batch holds ``steps_per_batch``
+    optimiser steps), rounded up so that it is never 0."""
+    return max(1, math.ceil(steps / steps_per_batch))
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> dict:
@@ -89,15 +97,26 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         enable_version_counter=False,  # both callbacks refresh the one last.ckpt
     )
     # A second checkpoint refreshes last.ckpt every N steps, so a killed run resumes mid-epoch.
+    # It fires when the step count is a multiple of N, which with several steps per batch must
+    # also be a multiple of steps_per_batch.
+    per_batch, every_n = datamodule.steps_per_batch, cfg.checkpoint_every_n_steps
+    if every_n:  # 0 / null: no step-based refresh
+        every_n = per_batch * in_loaded_batches(every_n, per_batch)
     last = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
-        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        every_n_train_steps=every_n,
         save_top_k=0,
         save_last=True,
         enable_version_counter=False,
     )
+    # val_check_interval as an int counts steps here and batches in Lightning.
+    every = cfg.trainer.get("val_check_interval")
+    val_every = {} if not isinstance(every, int) else {
+        "val_check_interval": in_loaded_batches(every, per_batch)
+    }  # fmt: skip
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        **val_every,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="csv", version=""),
         callbacks=[summary, checkpoint, last, RunArtefacts(run_dir, **cfg.artefacts)],

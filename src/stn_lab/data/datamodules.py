@@ -13,6 +13,9 @@ what its classes and normalisation are.
   one index tensor per batch): no per-sample Python in the hot path.
 - On a GPU (``keep_on_device: auto``), the whole dataset moves to the GPU once and the index
   tensors are made there once per epoch, so a batch never touches the host.
+- ``steps_per_batch`` > 1 makes each training batch that many optimiser steps' worth of images
+  (``batch_size`` each): the module steps once per ``batch_size`` slice, and Lightning's fixed
+  per-batch cost is paid once per ``steps_per_batch`` steps.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class ImageDataModule(L.LightningDataModule):
         eval_seed: int = 0,
         download: bool = True,
         keep_on_device: str | bool = "auto",
+        steps_per_batch: int = 1,
     ):
         super().__init__()
         if keep_on_device not in KEEP_ON_DEVICE:
@@ -104,7 +108,10 @@ class ImageDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir) if data_dir else sources.default_data_dir()
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
-        self.batch_size = batch_size
+        if steps_per_batch < 1:
+            raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
+        self.batch_size = batch_size  # images per optimiser step
+        self.steps_per_batch = steps_per_batch
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
         self.num_workers = num_workers
@@ -217,7 +224,10 @@ class ImageDataModule(L.LightningDataModule):
         workers = self.num_workers if device is None else 0  # workers cannot index GPU memory
         if workers != self.num_workers:
             log.info("data.num_workers=%d ignored: the dataset is on %s", self.num_workers, device)
-        batch = self.batch_size if split == "train" else self.eval_batch_size
+        if split == "train":
+            batch = self.batch_size * self.steps_per_batch
+        else:
+            batch = self.eval_batch_size
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # DDP: each process gets a shard
             order = DistributedSampler(
