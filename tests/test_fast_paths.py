@@ -175,3 +175,27 @@ def test_bf16_mixed_precision_trains_end_to_end(tmp_path):
 def test_classifier_first_conv_uses_the_fast_input_gradient():
     network = build(compose_cfg(["data=synthetic"]))[1]
     assert isinstance(network.classifier.blocks[0][0], InputGradConv2d)
+
+
+@pytest.mark.parametrize("model", ["stn", "cnn"])
+def test_channels_last_network_computes_what_the_nchw_one_does(model):
+    nets = {
+        layout: build(compose_cfg([f"model={model}", "data=synthetic", f"channels_last={layout}"]))[
+            1
+        ]
+        for layout in ("true", "false")
+    }
+    fast, plain = nets["true"], nets["false"]
+    conv = fast.classifier.blocks[1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(8, 1, 28, 28)
+    losses = []
+    for net in (fast, plain):
+        net.eval()  # no dropout: the two must agree
+        loss = net(x).logsumexp(dim=1).sum()
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(*losses, rtol=1e-4)
+    for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5)

@@ -64,6 +64,9 @@ def build(cfg: DictConfig):
         image_size=datamodule.image_size,
         num_classes=datamodule.num_classes,
     )
+    if cfg.get("channels_last", False):
+        # Conv weights in NHWC make oneDNN run every convolution and max-pool in that layout.
+        network.to(memory_format=torch.channels_last)
     module = ClassifierModule(
         network,
         optimizer=instantiate(cfg.optimizer),
