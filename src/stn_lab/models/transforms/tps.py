@@ -124,15 +124,18 @@ class ThinPlateSpline(TransformFamily):
         n, _, height, width = out_shape
         points, features = self._grid_features(height, width, align_corners, theta.device)
         with torch.autocast(device_type=theta.device.type, enabled=False):
-            coefficients = self._coefficients(theta)
-            # transform_points as one GEMM for the whole batch: [H*W, K+3] @ [K+3, N*2] (a
-            # batched matmul with an inner size of K+3 is several times slower on the CPU).
-            flat = coefficients.permute(1, 0, 2).reshape(features.shape[1], n * 2)
-            displacement = (features @ flat).view(-1, n, 2).permute(1, 0, 2)
-            return (points + displacement).reshape(n, height, width, 2)
+            coefficients = self._coefficients(theta)  # [N, K+3, 2]
+            # transform_points for the whole batch as one GEMM, [N*2, K+3] @ [K+3, H*W], giving
+            # x and y displacement planes (a batched matmul with an inner size of K+3 was several
+            # times slower on the CPU, and so was adding the points to an interleaved
+            # [H*W, N, 2] product: 1.5 ms against 0.55 ms for 512 grids of 28x28).
+            rows = coefficients.transpose(1, 2).reshape(n * 2, -1)
+            planes = (rows @ features.t()).view(n, 2, -1) + points
+            return planes.transpose(1, 2).reshape(n, height, width, 2)
 
     def _grid_features(self, height: int, width: int, align_corners: bool, device):
-        """The output grid's points ``[H*W, 2]`` and their features ``[H*W, K+3]``, cached.
+        """The output grid's points as planes ``[2, H*W]`` and their features ``[H*W, K+3]``,
+        cached.
 
         Built outside inference mode: the first call may come from validation (Lightning runs
         it under ``inference_mode``), and an inference tensor in the cache would break training.
@@ -141,5 +144,5 @@ class ThinPlateSpline(TransformFamily):
         if key not in self._feature_cache:
             with torch.inference_mode(False), torch.no_grad():
                 points = base_grid((1, 1, height, width), align_corners, device).view(-1, 2)
-                self._feature_cache[key] = (points, self.features(points))
+                self._feature_cache[key] = (points.t().contiguous(), self.features(points))
         return self._feature_cache[key]
