@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -140,6 +141,17 @@ def test_step_budget_ends_inside_a_batch():
     trainer, _ = fit_steps(["data.steps_per_batch=4", "trainer.max_steps=6",
                             "trainer.max_epochs=-1"])  # fmt: skip
     assert trainer.global_step == 6
+
+
+def test_val_check_interval_counts_steps_with_several_steps_per_batch(tmp_path):
+    # 540 training images in loaded batches of 2 steps of 64: 5 batches (9 steps). Every 4
+    # steps is every 2 batches: validation after the 2nd and the 4th batch.
+    run_in_process(tmp_path, [
+        "model=cnn", "data.num_train=600", "data.steps_per_batch=2", "trainer.max_epochs=1",
+        "trainer.val_check_interval=4", "trainer.enable_model_summary=false",
+    ])  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    assert sum(1 for row in rows if row.get("val/acc")) == 2
 
 
 def test_step_counts_become_whole_batches():

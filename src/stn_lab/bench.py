@@ -6,11 +6,12 @@ take turns in runs of 10 steps, Lightning and the plain loop step by step, and e
 the median of the per-turn ratios.
 
 - train / inference img/s of the STN (default: the tutorial localiser), the STN with the light
-  localiser (``localiser_net=light``),
-  and the CNN, at 28, 42 and 60 px, in a plain PyTorch loop over the DataModule's batches;
-- Lightning/plain: stn_lab's Lightning path (ClassifierModule + Trainer, metrics included)
-  against that plain loop, same model, same batches;
+  localiser (``localiser_net=light``), and the CNN, at 28, 42 and 60 px, in a plain PyTorch
+  loop over the DataModule's batches (one optimiser step per batch);
+- Lightning/plain: stn_lab's Lightning path (ClassifierModule + Trainer, metrics included, with
+  the default ``data.steps_per_batch``) against that plain loop, same model, same images;
 - STN/CNN: the train-step time ratio;
+- layout: the channels-last default against ``channels_last=false`` (NCHW), STN and CNN;
 - data img/s: every distortion set alone, against the fastest model's training rate (the 28 px
   CNN), the two measured in alternating turns;
 - peak RSS of a real 28x28 training run (``python -m stn_lab.train``, in a subprocess);
@@ -42,8 +43,10 @@ from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.train import build
 
 LIGHT_LOCALISER = ["localiser_net=light"]
+NCHW = ["channels_last=false"]  # the layout the default (channels-last) is compared against
 MODELS = {"stn": ["model=stn"], "stn_light": ["model=stn", *LIGHT_LOCALISER],
-          "cnn": ["model=cnn"]}  # fmt: skip
+          "cnn": ["model=cnn"], "stn_nchw": ["model=stn", *NCHW],
+          "cnn_nchw": ["model=cnn", *NCHW]}  # fmt: skip
 BATCH = 64
 WARMUP = 10  # untimed steps before timing either path
 CHUNK = 10  # consecutive steps of one model before the next takes its turn
@@ -171,6 +174,9 @@ def throughput(size: int, steps: int) -> dict:
     for m in ("stn", "stn_light"):
         ratios = [s / c for s, c in zip(per_step[m], per_step["cnn"], strict=True)]
         row[f"{m}_cnn_ratio"] = statistics.median(ratios)
+    for m in ("stn", "cnn"):  # how much faster the channels-last step is than the NCHW one
+        ratios = [n / c for n, c in zip(per_step[f"{m}_nchw"], per_step[m], strict=True)]
+        row[f"{m}_layout_speedup"] = statistics.median(ratios)
     for m in ("stn", "cnn"):
         row[f"{m}_lightning_ratio"] = lightning_vs_plain(m, size, steps)
     return row
@@ -284,6 +290,16 @@ def render(rows: list[dict], rates: dict, rss: tuple[float, str], acc: dict | No
             f"| {r['stn_cnn_ratio']:.2f}x | {r['stn_light_cnn_ratio']:.2f}x "
             f"| {r['stn_lightning_ratio']:.2f} | {r['cnn_lightning_ratio']:.2f} |"
         )
+    lines += ["", "## Layout: channels-last (default) against NCHW", "",
+              "| px | STN train NCHW | CNN train NCHW | STN infer NCHW | CNN infer NCHW "
+              "| STN step speed-up | CNN step speed-up |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {r['size']} | {r['stn_nchw_train']:.0f} | {r['cnn_nchw_train']:.0f} "
+        f"| {r['stn_nchw_infer']:.0f} | {r['cnn_nchw_infer']:.0f} "
+        f"| {r['stn_layout_speedup']:.2f}x | {r['cnn_layout_speedup']:.2f}x |"
+        for r in rows
+    ]
     heading = f"## Data pipeline (28 px, batches of {loaded_batch()} as training loads them, CPU)"
     lines += ["", heading, "",
               "| set | img/s | x fastest training (CNN, 28 px) |", "|---|---|---|"]  # fmt: skip
