@@ -134,17 +134,16 @@ class _Interleave(L.Callback):
         self.last_end = time.perf_counter()
 
 
-def lightning_vs_plain(model: str, size: int, steps: int) -> float:
-    """Lightning/plain throughput ratio, turn-interleaved, for fresh copies of one model."""
-    cfg, datamodule, _, module = setup(model, size, n_train=BATCH * (steps + WARMUP + 5))
-    _, plain_data, plain_network, _ = setup(
-        model, size, n_train=BATCH * (steps + WARMUP + 5), plain=True
-    )
-    timer = _Interleave(
-        PlainLoop(cfg, plain_data, plain_network), datamodule.steps_per_batch, WARMUP
-    )
+def lightning_vs_plain(model: str, size: int, turns: int) -> float:
+    """Lightning/plain throughput ratio over ``turns`` interleaved loaded batches (after one
+    untimed batch), for fresh copies of one model."""
+    per_batch = loaded_batch() // BATCH  # optimiser steps per Lightning batch
+    n_train = BATCH * per_batch * (turns + 3)
+    cfg, datamodule, _, module = setup(model, size, n_train=n_train)
+    _, plain_data, plain_network, _ = setup(model, size, n_train=n_train, plain=True)
+    timer = _Interleave(PlainLoop(cfg, plain_data, plain_network), per_batch, warmup=per_batch)
     trainer = instantiate(
-        cfg.trainer, max_epochs=-1, max_steps=steps + WARMUP + 1, limit_val_batches=0,
+        cfg.trainer, max_epochs=-1, max_steps=per_batch * (turns + 2), limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
     )  # fmt: skip
@@ -153,7 +152,7 @@ def lightning_vs_plain(model: str, size: int, steps: int) -> float:
     return statistics.median(p / light for p, light in pairs)
 
 
-def throughput(size: int, steps: int) -> dict:
+def throughput(size: int, steps: int, lightning_turns: int) -> dict:
     """Train/inference img/s per model, and the within-run ratios, at one image size."""
     torch.manual_seed(0)
     parts = {m: setup(m, size, n_train=BATCH * (steps + WARMUP + 5), plain=True) for m in MODELS}
@@ -178,7 +177,7 @@ def throughput(size: int, steps: int) -> dict:
         ratios = [n / c for n, c in zip(per_step[f"{m}_nchw"], per_step[m], strict=True)]
         row[f"{m}_layout_speedup"] = statistics.median(ratios)
     for m in ("stn", "cnn"):
-        row[f"{m}_lightning_ratio"] = lightning_vs_plain(m, size, steps)
+        row[f"{m}_lightning_ratio"] = lightning_vs_plain(m, size, lightning_turns)
     return row
 
 
@@ -347,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--accuracy-seeds", type=int, default=2, help="seeds per localiser")
     args = parser.parse_args(argv)
-    sizes, steps = ((28,), 30) if args.quick else ((28, 42, 60), 200)
+    sizes, steps, turns = ((28,), 30, 3) if args.quick else ((28, 42, 60), 200, 30)
     rows = []
     for size in sizes:
         print(f"measuring {size} px ...", flush=True)
-        rows.append(throughput(size, steps))
+        rows.append(throughput(size, steps, turns))
     print("measuring the data pipeline ...", flush=True)
     rates = data_pipeline(3 if args.quick else 9)
     print("measuring peak RSS of a 28x28 run ...", flush=True)

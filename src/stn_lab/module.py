@@ -7,6 +7,7 @@ partials from Hydra (``_partial_: true``), so swapping Adam for SGD is a config 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -16,7 +17,10 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from stn_lab.models.stn import step_health
+
 FAULT_ACTIONS = ("stop", "skip", "off")
+DEGENERATE = ("collapsed to under a pixel", "left the image")  # step_health's two columns
 
 
 class TrainingFault(RuntimeError):
@@ -114,51 +118,58 @@ class ClassifierModule(L.LightningModule):
         # Each slice is one optimiser step, as if it were its own batch. A step budget
         # (trainer.max_steps) ends mid-batch when it runs out there.
         budget = self.trainer.max_steps
+        first_step = self.global_step
+        checks = []  # (loss, STN health points) of each step, for on_fault=stop
         for x_step, y_step in zip(x.split(size), y.split(size), strict=True):
             if 0 <= budget <= self.global_step:
                 break
-            self._optimiser_step(x_step, y_step)
-
-    def _optimiser_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        penalty = self.network.penalty()
-        total = loss if penalty is None else loss + penalty
-        fault = self._fault(total)
-        if fault is None:
+            logits = self(x_step)
+            loss = F.cross_entropy(logits, y_step)
+            penalty = self.network.penalty()
+            total = loss if penalty is None else loss + penalty
+            if self.on_fault == "skip":
+                fault = self._first_fault([(total, self.network.health_points())])
+                if fault is not None:
+                    self.skipped_batches += 1
+                    self.log("train/skipped_batches", float(self.skipped_batches))
+                    continue  # no backward, no optimiser step for these images
+            elif self.on_fault == "stop":
+                checks.append((total.detach(), self.network.health_points()))
             # Only steps that train are counted, so a skipped NaN step leaves no trace.
-            self._tally(logits, y, loss)
+            self._tally(logits, y_step, loss)
             optimizer = self.optimizers()
             optimizer.zero_grad()
             self.manual_backward(total)
             optimizer.step()
             if self.scheduler_interval == "step":
                 self._step_scheduler()
-            return
-        if self.on_fault == "stop":
-            # Raising keeps the last good checkpoint: nothing is saved after this step.
+        fault = self._first_fault(checks) if checks else None
+        if fault is not None:
+            # Read back once per batch, not per step. Raising keeps the last good checkpoint:
+            # checkpoints are only written after a batch, so the steps taken since are dropped.
+            index, what = fault
             raise TrainingFault(
-                f"{fault} at step {self.global_step} (epoch {self.current_epoch + 1})"
+                f"{what} at step {first_step + index} (epoch {self.current_epoch + 1})"
             )
-        self.skipped_batches += 1
-        self.log("train/skipped_batches", float(self.skipped_batches))
-        # no backward, no optimiser step for these images
 
     def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
 
-    def _fault(self, loss: torch.Tensor) -> str | None:
-        """What is wrong with this step, or None. Checked only when ``on_fault`` is not off."""
-        if self.on_fault == "off":
-            return None
-        if not torch.isfinite(loss):
-            return f"non-finite loss ({float(loss.detach())})"
-        for kind, fraction in self.network.health().items():
-            if fraction > self.degenerate_fraction:
-                what = "collapsed to under a pixel" if kind == "collapsed" else "left the image"
-                return f"degenerate STN: the grid {what} for {float(fraction):.0%} of the batch"
+    def _first_fault(self, checks: list) -> tuple[int, str] | None:
+        """The first of ``checks`` (``(loss, health points)`` per step) that went wrong, as
+        ``(index, what)``, or None: a non-finite loss, or too many degenerate STN grids."""
+        losses = torch.stack([loss.float() for loss, _ in checks]).unsqueeze(1)
+        health = step_health([points for _, points in checks])
+        table = losses if health is None else torch.cat([losses, health], dim=1)
+        for index, (loss, *fractions) in enumerate(table.tolist()):  # one read-back
+            if not math.isfinite(loss):
+                return index, f"non-finite loss ({loss})"
+            # Without an STN there are no fractions (strict=False).
+            for what, fraction in zip(DEGENERATE, fractions, strict=False):
+                if fraction > self.degenerate_fraction:
+                    return index, f"degenerate STN: the grid {what} for {fraction:.0%} of the batch"
         return None
 
     def validation_step(self, batch, batch_idx):

@@ -114,14 +114,11 @@ class Network(nn.Module):
         penalties = [stn.last_penalty for stn in self.stns if stn.last_penalty is not None]
         return sum(penalties[1:], penalties[0]) if penalties else None
 
-    def health(self) -> dict[str, torch.Tensor]:
-        """Worst fraction of collapsed / outside grids over the STNs in the last training pass."""
-        reports = [report for report in (stn.health() for stn in self.stns) if report]
-        return (
-            {key: torch.stack([r[key] for r in reports]).amax() for key in ("collapsed", "outside")}
-            if reports
-            else {}
-        )
+    def health_points(self) -> list[tuple[torch.Tensor, int]]:
+        """Each STN's last training grid at the health lattice, with its input size (empty
+        without STNs or before training); ``stn.step_health`` reads them."""
+        points = (stn.health_points() for stn in self.stns)
+        return [p for p in points if p is not None]
 
     def gradcam_layer(self) -> nn.Module:
         return self.classifier.last_conv
