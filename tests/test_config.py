@@ -126,7 +126,7 @@ def test_debug_options_instantiate(debug):
     if debug == "fdr":
         assert trainer.fast_dev_run
     else:
-        assert trainer.overfit_batches > 0
+        assert trainer.overfit_batches > 0 and cfg.data.steps_per_batch == 1
 
 
 def test_paths_come_from_the_environment(monkeypatch, tmp_path):
