@@ -87,6 +87,19 @@ def test_sgd_and_scheduler_are_config_options():
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
 
 
+def fit_quietly(overrides: list[str]):
+    """Build from ``overrides`` on synthetic data and fit with no validation or logging:
+    (trainer, network, module)."""
+    cfg = compose_cfg(["data=synthetic", *overrides])
+    datamodule, network, module = build(cfg)
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, network, module
+
+
 @pytest.mark.parametrize(
     "overrides, expected_lr",
     [
@@ -101,28 +114,14 @@ def test_sgd_and_scheduler_are_config_options():
 def test_schedulers_step_during_training(overrides, expected_lr):
     # The module writes its optimiser step out (manual optimisation), so it steps the
     # scheduler itself: per epoch or per step, as scheduler_interval says.
-    cfg = compose_cfg(
-        ["model=cnn", "data=synthetic", "data.num_train=256", "optimizer.lr=1.0", *overrides]
-    )
-    datamodule, _, module = build(cfg)
-    trainer = instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
+    _, _, module = fit_quietly(["model=cnn", "data.num_train=256", "optimizer.lr=1.0", *overrides])
     lrs = [group["lr"] for group in module.optimizers().optimizer.param_groups]
     assert lrs == pytest.approx([expected_lr] * len(lrs))
 
 
 def fit_steps(overrides: list[str]):
-    """Build from ``overrides`` on synthetic data and fit with no validation or logging."""
-    cfg = compose_cfg(["model=stn", "data=synthetic", "data.num_train=400", *overrides])
-    datamodule, network, module = build(cfg)
-    trainer = instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
+    """An STN fitted on 400 synthetic images: (trainer, network)."""
+    trainer, network, _ = fit_quietly(["model=stn", "data.num_train=400", *overrides])
     return trainer, network
 
 
