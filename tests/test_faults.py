@@ -79,10 +79,10 @@ def test_non_finite_loss_stops_the_run(tmp_path):
 
 
 def test_grid_leaving_the_image_is_detected():
-    from stn_lab.models.stn import health_fractions, lattice_points
+    from stn_lab.models.stn import lattice_points, step_health
 
     inside = Affine().grid(Affine().identity().unsqueeze(0), (1, 1, 8, 8), False)
-    fractions = health_fractions(lattice_points(torch.cat([inside, inside + 5])), 8)
+    fractions = step_health([[(lattice_points(torch.cat([inside, inside + 5])), 8)]])
     assert fractions.tolist() == [[0.0, 0.5]]  # collapsed, outside
 
 

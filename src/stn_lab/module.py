@@ -128,7 +128,7 @@ class ClassifierModule(L.LightningModule):
             penalty = self.network.penalty()
             total = loss if penalty is None else loss + penalty
             if self.on_fault == "skip":
-                fault = self._first_fault([(total, self.network.health_points())])
+                fault = self._first_fault([(total.detach(), self.network.health_points())])
                 if fault is not None:
                     self.skipped_batches += 1
                     self.log("train/skipped_batches", float(self.skipped_batches))

@@ -135,21 +135,19 @@ def lattice_points(grid: torch.Tensor) -> torch.Tensor:
 
 
 def health_fractions(
-    points: torch.Tensor, in_size: int, step_of: torch.Tensor | None = None, steps: int = 1
+    points: torch.Tensor, in_size: int, step_of: torch.Tensor, steps: int
 ) -> torch.Tensor:
     """``[steps, 2]``: per step, the fractions of grids that collapsed and that fell outside.
 
     ``points`` are lattice points ``[M, P, 2]`` of M grids; ``step_of`` ``[M]`` says which step
-    each grid belongs to (all to step 0 when ``None``). A grid collapsed when its whole output
-    samples less than one input pixel (exact for the matrix families, whose extremes are at the
-    corners); it is outside when none of its lattice points lies in the image.
+    each grid belongs to. A grid collapsed when its whole output samples less than one input
+    pixel (exact for the matrix families, whose extremes are at the corners); it is outside
+    when none of its lattice points lies in the image.
     """
     low, high = torch.aminmax(points, dim=1)
     collapsed = (high - low).amax(dim=1) < 2.0 / in_size
     outside = points.abs().amax(dim=2).amin(dim=1) > 1  # every point has a coordinate beyond 1
     flags = torch.stack([collapsed, outside], dim=1).float()
-    if step_of is None:
-        return flags.mean(dim=0, keepdim=True)
     totals = flags.new_zeros(steps, 2).index_add_(0, step_of, flags)
     return totals / torch.bincount(step_of, minlength=steps).unsqueeze(1)
 
