@@ -119,6 +119,7 @@ class ClassifierModule(L.LightningModule):
         # (trainer.max_steps) ends mid-batch when it runs out there.
         budget = self.trainer.max_steps
         first_step = self.global_step
+        optimizer = self.optimizers()
         checks = []  # (loss, STN health points) of each step, for on_fault=stop
         for x_step, y_step in zip(x.split(size), y.split(size), strict=True):
             if 0 <= budget <= self.global_step:
@@ -137,7 +138,6 @@ class ClassifierModule(L.LightningModule):
                 checks.append((total.detach(), self.network.health_points()))
             # Only steps that train are counted, so a skipped NaN step leaves no trace.
             self._tally(logits, y_step, loss)
-            optimizer = self.optimizers()
             optimizer.zero_grad()
             self.manual_backward(total)
             optimizer.step()
