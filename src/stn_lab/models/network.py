@@ -97,7 +97,9 @@ class Network(nn.Module):
             for stn in self.stns:
                 x = stn(x)
             return x
-        return torch.cat([stn(x) for stn in self.stns], dim=1)
+        outputs = [stn(x) for stn in self.stns]
+        # One STN: its output as it is (cat would copy it, ~40 us of a 28 px step on the CPU).
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the classifier sees: the input STNs' output (``x`` itself without one)."""
