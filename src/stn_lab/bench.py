@@ -324,12 +324,10 @@ def render(rows: list[dict], rates: dict, rss: tuple[float, str], acc: dict | No
     targets = [
         ("Lightning/plain >= 0.95", all(
             min(r["stn_lightning_ratio"], r["cnn_lightning_ratio"]) >= 0.95 for r in rows)),
-        ("STN/CNN step <= 1.3 at 28 and 60 (default localiser)", all(
-            r["stn_cnn_ratio"] <= 1.3 for r in rows if r["size"] in (28, 60))),
-        ("light localiser: STN/CNN step <= 1.3 at 28 and 60", all(
-            r["stn_light_cnn_ratio"] <= 1.3 for r in rows if r["size"] in (28, 60))),
-        ("floor (any localiser): STN/CNN step <= 1.3 at 28 and 60", all(
-            r["stn_floor_cnn_ratio"] <= 1.3 for r in rows if r["size"] in (28, 60))),
+        *((f"{label}: STN/CNN step <= 1.3 at 28 and 60", all(
+            r[f"{m}_cnn_ratio"] <= 1.3 for r in rows if r["size"] in (28, 60)))
+          for m, label in (("stn", "default localiser"), ("stn_light", "light localiser"),
+                           ("stn_floor", "floor (any localiser)"))),
         ("data >= 10x fastest training", min(ratio for _, ratio in rates.values()) >= 10),
         ("peak RSS <= 2048 MB", rss[0] <= 2048),
     ]  # fmt: skip
