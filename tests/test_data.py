@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -90,6 +91,58 @@ def test_corrupt_idx_file_names_the_file(tmp_path):
     bad.write_bytes(b"\x12\x34" + bad.read_bytes()[2:])
     with pytest.raises(sources.DataError, match="bad magic number"):
         sources.read_idx(bad)
+
+
+def garble(data: bytes, how: str) -> bytes:
+    """A gzip stream damaged as downloads get damaged: bytes overwritten, cut short, bad CRC."""
+    packed = gzip.compress(data)
+    if how == "overwritten":
+        return packed[:40] + b"\xff" * 20 + packed[60:]
+    if how == "cut short":
+        return packed[: len(packed) // 2]
+    return packed[:-8] + b"\0\0\0\0" + packed[-4:]  # the CRC field, 8 bytes from the end
+
+
+@pytest.mark.parametrize("how", ["overwritten", "cut short", "bad CRC"])
+def test_garbled_gzip_idx_file_names_the_file_and_says_to_replace_it(tmp_path, how):
+    folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=50, n_test=10)
+    plain = folder / "train-images-idx3-ubyte"
+    bad = folder / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(garble(plain.read_bytes(), how))
+    plain.unlink()
+    with pytest.raises(sources.DataError) as err:
+        MNISTDataModule(data_dir=tmp_path, val_size=10, download=False).setup()
+    message = str(err.value)
+    assert message.startswith(f"{bad} is a corrupt gzip file (") and "\n" not in message
+    assert message.endswith("re-download it or replace it with a good copy")
+
+
+def test_garbled_gzip_in_a_system_folder_is_named_when_copying(tmp_path):
+    system = make_idx_dataset(tmp_path / "system", n_train=50, n_test=10)
+    plain = system / "t10k-labels-idx1-ubyte"
+    (system / "t10k-labels-idx1-ubyte.gz").write_bytes(garble(plain.read_bytes(), "overwritten"))
+    plain.unlink()
+    dm = FashionMNISTDataModule(data_dir=tmp_path / "root", download=False, system_dirs=[system])
+    with pytest.raises(sources.DataError, match="t10k-labels-idx1-ubyte.gz is a corrupt gzip"):
+        dm.setup()
+
+
+def test_idx_images_of_another_size_name_the_file_and_both_sizes(tmp_path):
+    folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=50, n_test=10, size=32)
+    with pytest.raises(sources.DataError) as err:
+        MNISTDataModule(data_dir=tmp_path, val_size=10, download=False).setup()
+    assert str(err.value).startswith(
+        f"{folder / 'train-images-idx3-ubyte'} holds 32x32 images, "
+        "but this dataset's images are 28x28"
+    )
+
+
+@pytest.mark.parametrize("key", ["batch_size", "eval_batch_size"])
+@pytest.mark.parametrize("value", ["abc", 1.5, True, 0, -3, "64", None])
+def test_batch_sizes_must_be_whole_numbers(key, value):
+    with pytest.raises(ValueError) as err:
+        SyntheticDataModule(**{key: value})
+    assert str(err.value) == f"data.{key} must be a whole number >= 1, got {value!r}"
 
 
 def test_corrupt_cifar_file_names_the_file(tmp_path):
@@ -187,6 +240,27 @@ def test_batches_come_from_tensor_indexing_in_bounded_sizes():
     dm.setup()
     sizes = [len(y) for _, y in dm.train_dataloader()]
     assert sum(sizes) == len(dm.splits["train"]) and max(sizes) == 32
+
+
+def shard_batches(dm: SyntheticDataModule, split: str, world_size: int, rank: int) -> list:
+    """The index batches process ``rank`` of ``world_size`` loads for ``split``."""
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    dm.trainer = SimpleNamespace(world_size=world_size, global_rank=rank, strategy=cpu)
+    return list(getattr(dm, f"{split}_dataloader")().sampler)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_ddp_evaluation_shards_partition_each_split_exactly(world_size):
+    # 7 validation and 50 test images: neither divides by 3 or 4, where padding would repeat.
+    dm = SyntheticDataModule(num_train=70, num_test=50, eval_batch_size=4)
+    dm.setup()
+    for split in ("val", "test"):
+        shards = [shard_batches(dm, split, world_size, r) for r in range(world_size)]
+        seen = torch.cat([index for shard in shards for index in shard])
+        assert sorted(seen.tolist()) == list(range(len(dm.splits[split])))
+    # Training keeps equal shares (DDP steps in lockstep); repeating a few images there is fine.
+    train = [shard_batches(dm, "train", world_size, r) for r in range(world_size)]
+    assert len({sum(map(len, shard)) for shard in train}) == 1
 
 
 # --- the paper's distortion sets (R, RTS, P, E, TC) ---------------------------------------

@@ -13,9 +13,10 @@ what its classes and normalisation are.
   one index tensor per batch): no per-sample Python in the hot path.
 - On a GPU (``keep_on_device: auto``), the whole dataset moves to the GPU once and the index
   tensors are made there once per epoch, so a batch never touches the host.
-- ``steps_per_batch`` > 1 makes each training batch that many optimiser steps' worth of images
-  (``batch_size`` each): the module steps once per ``batch_size`` slice, and Lightning's fixed
-  per-batch cost is paid once per ``steps_per_batch`` steps.
+- One training batch is ``batch_size`` images: one Lightning batch, one optimiser step.
+- Under DDP, training uses ``DistributedSampler`` (its padding only repeats a few training
+  images), but validation and test give each process a disjoint, unpadded shard
+  (:class:`EvalShard`), so every evaluation image counts exactly once for any number of processes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from torch.utils.data import (
     DistributedSampler,
     RandomSampler,
     Sampler,
-    SequentialSampler,
     TensorDataset,
 )
 
@@ -77,6 +77,36 @@ class IndexBatchSampler(Sampler):
             self.order.set_epoch(epoch)
 
 
+class EvalShard(Sampler):
+    """Process ``rank``'s share of an evaluation split: indices ``rank, rank + world_size, ...``.
+
+    The shards of all processes partition the split, unpadded (``DistributedSampler`` would
+    repeat images to even them out, and those repeats would be counted twice). Shards may
+    differ in length by one image; evaluation only syncs its metrics once, at the epoch's end,
+    so processes with different batch counts do not wait on each other.
+    """
+
+    def __init__(self, size: int, world_size: int = 1, rank: int = 0):
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def whole_number(key: str, value, minimum: int) -> int:
+    """``value`` when it is an int >= ``minimum``; a one-line error naming ``data.<key>``.
+
+    Hydra passes command-line values through as typed (``abc`` a str, ``1.5`` a float, ``true``
+    a bool), and none of those may stand for a count.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"data.{key} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
 class ImageDataModule(L.LightningDataModule):
     """Base DataModule; subclasses set the class attributes and implement :meth:`load`."""
 
@@ -99,22 +129,18 @@ class ImageDataModule(L.LightningDataModule):
         eval_seed: int = 0,
         download: bool = True,
         keep_on_device: str | bool = "auto",
-        steps_per_batch: int = 1,
     ):
         super().__init__()
         if keep_on_device not in KEEP_ON_DEVICE:
             raise ValueError(f"keep_on_device must be auto, true or false, got {keep_on_device!r}")
         self.keep_on_device = keep_on_device
         self.data_dir = Path(data_dir) if data_dir else sources.default_data_dir()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError("batch_size and eval_batch_size must be >= 1")
-        if steps_per_batch < 1:
-            raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
-        self.batch_size = batch_size  # images per optimiser step
-        self.steps_per_batch = steps_per_batch
-        self.eval_batch_size = eval_batch_size
+        self.batch_size = whole_number("batch_size", batch_size, 1)  # images per optimiser step
+        self.eval_batch_size = whole_number("eval_batch_size", eval_batch_size, 1)
+        self.num_workers = whole_number("num_workers", num_workers, 0)
+        if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+            raise ValueError(f"data.val_size must be a count or a fraction, got {val_size!r}")
         self.val_size = val_size
-        self.num_workers = num_workers
         self.distortion = self._pick_distortion(distortion, distortion_sets or {})
         self.eval_seed = eval_seed
         self.download = download
@@ -214,7 +240,7 @@ class ImageDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device
         return None if device.type == "cpu" else device
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         dataset = self.splits[split]
         device = self.resident_device()
         if device is not None and dataset.tensors[0].device != device:
@@ -224,18 +250,15 @@ class ImageDataModule(L.LightningDataModule):
         workers = self.num_workers if device is None else 0  # workers cannot index GPU memory
         if workers != self.num_workers:
             log.info("data.num_workers=%d ignored: the dataset is on %s", self.num_workers, device)
-        if split == "train":
-            batch = self.batch_size * self.steps_per_batch
-        else:
-            batch = self.eval_batch_size
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:  # DDP: each process gets a shard
-            order = DistributedSampler(
-                dataset, trainer.world_size, trainer.global_rank, shuffle=shuffle,
-                seed=torch.initial_seed() % 2**31,
-            )  # fmt: skip
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if split != "train":
+            order = EvalShard(len(dataset), world_size, rank)
+        elif world_size > 1:  # DDP: each process gets an equal share of every epoch
+            order = DistributedSampler(dataset, world_size, rank, seed=torch.initial_seed() % 2**31)
         else:
-            order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            order = RandomSampler(dataset)
+        batch = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(
             dataset,
             batch_size=None,  # IndexBatchSampler hands TensorDataset one index tensor per batch
@@ -245,13 +268,13 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def prepare_images(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 batch -> normalised float batch, with a fresh random distortion when training."""
@@ -307,7 +330,10 @@ class IDXDataModule(ImageDataModule):
         folder = sources.ensure_idx_dataset(
             self.name, self.data_dir, self.folder_name, self.download, self.system_dirs
         )
-        return {split: sources.load_idx_split(folder, split) for split in ("train", "test")}
+        return {
+            split: sources.load_idx_split(folder, split, self.raw_size)
+            for split in ("train", "test")
+        }
 
 
 class MNISTDataModule(IDXDataModule):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import shutil
 import subprocess
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,14 +38,28 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("STN_LAB_DATA", "data"))
 
 
+def read_file_bytes(path: Path) -> bytes:
+    """The contents of ``path``, un-gzipped when it ends in ``.gz``.
+
+    A garbled or cut-short gzip stream raises ``zlib.error``, ``BadGzipFile`` or ``EOFError``
+    depending on where the damage is; all of them mean the same to the user: get a good copy.
+    """
+    try:
+        if path.suffix != ".gz":
+            return path.read_bytes()
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (zlib.error, gzip.BadGzipFile, EOFError) as err:
+        raise DataError(
+            f"{path} is a corrupt gzip file ({err}): re-download it or replace it with a good copy"
+        ) from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (optionally gzipped) into a uint8 tensor, checking magic and length."""
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read IDX file {path}: {err}") from None
+    raw = read_file_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -70,13 +84,26 @@ def find_idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``[N, 1, H, W]`` uint8 and labels ``[N]`` int64 of one split in ``folder``."""
+def load_idx_split(
+    folder: Path, split: str, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[N, 1, H, W]`` uint8 and labels ``[N]`` int64 of one split in ``folder``.
+
+    With ``size``, the images must be single-channel ``size`` x ``size``: another dataset's
+    files (CIFAR-sized IDX files in an MNIST root) are refused here, naming the file, rather
+    than failing later as a shape error inside the model.
+    """
     image_stem, label_stem = IDX_SPLITS[split]
     image_path, label_path = find_idx_file(folder, image_stem), find_idx_file(folder, label_stem)
     if image_path is None or label_path is None:
         raise DataError(f"missing {image_stem} or {label_stem} in {folder}")
     images, labels = read_idx(image_path), read_idx(label_path)
+    if size is not None and list(images.shape[1:]) != [size, size]:
+        found = "x".join(map(str, images.shape[1:]))
+        raise DataError(
+            f"{image_path} holds {found} images, but this dataset's images are {size}x{size}: "
+            "replace it with the dataset's own file, or choose the data config that matches it"
+        )
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(
             f"{image_path} and {label_path} do not match: shapes {list(images.shape)} "
@@ -110,11 +137,9 @@ def copy_idx_folder(source: Path, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for pair in IDX_SPLITS.values():
             for stem in pair:
-                src = find_idx_file(source, stem)
+                contents = read_file_bytes(find_idx_file(source, stem))
                 tmp = target / (stem + ".part")
-                opener = gzip.open if src.suffix == ".gz" else open
-                with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
+                tmp.write_bytes(contents)
                 tmp.replace(target / stem)
     except OSError as err:
         raise DataError(
