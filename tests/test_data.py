@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -143,6 +147,51 @@ def test_batch_sizes_must_be_whole_numbers(key, value):
     with pytest.raises(ValueError) as err:
         SyntheticDataModule(**{key: value})
     assert str(err.value) == f"data.{key} must be a whole number >= 1, got {value!r}"
+
+
+def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m stn_lab.train`` with ``args`` in a subprocess, logging under ``cwd``."""
+    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs")}
+    return subprocess.run(
+        [sys.executable, "-m", "stn_lab.train", "model=cnn", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def mnist_from(root: Path) -> list[str]:
+    """Overrides that train on the IDX files under ``root``, never downloading."""
+    return ["data=mnist", "data.download=false", "data.val_size=10", f"paths.data_dir={root}"]
+
+
+def garbled_gzip_case(tmp_path: Path) -> tuple[list[str], str]:
+    folder = make_idx_dataset(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
+    plain = folder / "t10k-images-idx3-ubyte"
+    bad = folder / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(garble(plain.read_bytes(), "overwritten"))
+    plain.unlink()
+    return mnist_from(tmp_path / "data"), f"{bad} is a corrupt gzip file"
+
+
+def cifar_sized_case(tmp_path: Path) -> tuple[list[str], str]:
+    folder = make_idx_dataset(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10, size=32)
+    message = f"{folder / 'train-images-idx3-ubyte'} holds 32x32 images, but this dataset's images"
+    return mnist_from(tmp_path / "data"), f"{message} are 28x28"
+
+
+def bad_batch_size_case(tmp_path: Path) -> tuple[list[str], str]:
+    message = "data.batch_size must be a whole number >= 1, got 'abc'"
+    return ["data=synthetic", "data.batch_size=abc"], message
+
+
+@pytest.mark.parametrize("case", [garbled_gzip_case, cifar_sized_case, bad_batch_size_case])
+def test_cli_bad_data_input_ends_with_one_error_line_and_exit_2(tmp_path, case):
+    args, expected = case(tmp_path)
+    proc = run_train(args, tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "error" in line.lower()]
+    assert f"error: {expected}" in line
 
 
 def test_corrupt_cifar_file_names_the_file(tmp_path):
