@@ -38,7 +38,17 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     # for noise; both must learn the easy synthetic classes.
     assert single["test"]["acc"] > 0.6 and ddp["test"]["acc"] > 0.6
     assert abs(single["test"]["acc"] - ddp["test"]["acc"]) < 0.2
-    assert sum(map(sum, ddp["test"]["confusion_matrix"])) >= 256  # every test image counted
+    assert sum(map(sum, ddp["test"]["confusion_matrix"])) == 256  # every test image, once
+
+
+@pytest.mark.slow
+def test_ddp_on_three_processes_counts_every_test_image_once(tmp_path):
+    # 100 test images do not split evenly 3 ways: a padded shard would count 102.
+    (record,) = run_cli(
+        ["model=cnn", "trainer=ddp", "trainer.devices=3", "trainer.max_epochs=1",
+         "data.num_train=96", "data.num_test=100"], tmp_path,
+    )  # fmt: skip
+    assert sum(map(sum, record["test"]["confusion_matrix"])) == 100
 
 
 @pytest.mark.slow
