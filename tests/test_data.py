@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from conftest import make_cifar_dataset, make_idx_dataset, write_idx
@@ -310,6 +311,50 @@ def test_ddp_evaluation_shards_partition_each_split_exactly(world_size):
     # Training keeps equal shares (DDP steps in lockstep); repeating a few images there is fine.
     train = [shard_batches(dm, "train", world_size, r) for r in range(world_size)]
     assert len({sum(map(len, shard)) for shard in train}) == 1
+
+
+class BatchRecorder(L.LightningModule):
+    """Records the labels of every batch Lightning hands it; learns nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.train_batches, self.val_batches = [], []
+
+    def training_step(self, batch, batch_idx):
+        self.train_batches.append((self.current_epoch, batch[1].tolist()))
+        return self.weight * batch[0].mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.val_batches.append(batch[1].tolist())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit_recording(**trainer_flags) -> BatchRecorder:
+    dm = SyntheticDataModule(num_train=200, num_test=20, batch_size=16, eval_batch_size=8)
+    recorder = BatchRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, **trainer_flags,
+    )  # fmt: skip
+    trainer.fit(recorder, datamodule=dm)
+    return recorder
+
+
+def test_one_lightning_batch_is_batch_size_images():
+    recorder = fit_recording(limit_train_batches=3)
+    assert [len(labels) for _, labels in recorder.train_batches] == [16] * 6  # 3 per epoch
+    first, second = ([y for epoch, y in recorder.train_batches if epoch == e] for e in (0, 1))
+    assert first != second  # reshuffled every epoch
+
+
+def test_overfit_batches_repeats_the_same_batches_every_epoch():
+    recorder = fit_recording(overfit_batches=2)
+    first, second = ([y for epoch, y in recorder.train_batches if epoch == e] for e in (0, 1))
+    assert first == second and [len(y) for y in first] == [16, 16]
+    assert recorder.val_batches and all(len(y) == 8 for y in recorder.val_batches)
 
 
 # --- the paper's distortion sets (R, RTS, P, E, TC) ---------------------------------------

@@ -35,6 +35,7 @@ from torch.utils.data import (
     DistributedSampler,
     RandomSampler,
     Sampler,
+    SequentialSampler,
     TensorDataset,
 )
 
@@ -251,6 +252,12 @@ class ImageDataModule(L.LightningDataModule):
         if workers != self.num_workers:
             log.info("data.num_workers=%d ignored: the dataset is on %s", self.num_workers, device)
         trainer = self.trainer
+        batch = self.batch_size if split == "train" else self.eval_batch_size
+        if trainer is not None and trainer.overfit_batches:
+            # Lightning swaps any sampler but a SequentialSampler for one when overfitting, and
+            # a swapped-out IndexBatchSampler would leave single images: take the plain
+            # per-image path instead (a few batches, the same ones every epoch, as documented).
+            return DataLoader(dataset, batch, sampler=SequentialSampler(dataset))
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         if split != "train":
             order = EvalShard(len(dataset), world_size, rank)
@@ -258,7 +265,6 @@ class ImageDataModule(L.LightningDataModule):
             order = DistributedSampler(dataset, world_size, rank, seed=torch.initial_seed() % 2**31)
         else:
             order = RandomSampler(dataset)
-        batch = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(
             dataset,
             batch_size=None,  # IndexBatchSampler hands TensorDataset one index tensor per batch
