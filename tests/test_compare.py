@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from stn_lab import compare
+from stn_lab.atomic import atomic_write
 
 STN = {
     "model": "stn", "localiser": "conv", "localiser_net": "light", "activation": "relu",
@@ -162,18 +163,6 @@ def test_welch_ci_needs_two_per_group() -> None:
     assert compare.welch_ci([0.9], [0.8, 0.85]) is None
 
 
-def test_varied_key_treats_na_as_wildcard_only_across_models() -> None:
-    stn = (*STN.values(), DATA, "RTS")
-    cnn = (*CNN.values(), DATA, "RTS")
-    assert compare.varied_key(cnn, stn) == "model"
-    assert compare.varied_key(stn, (*STN_LEAKY.values(), DATA, "RTS")) == "activation"
-    assert compare.varied_key(cnn, (*CNN.values(), "mnist", "RTS")) == "data"
-    assert compare.varied_key(cnn, (*CNN.values(), DATA, "R")) == "distortion"
-    assert compare.varied_key(stn, (*STN_LEAKY.values(), "mnist", "RTS")) is None  # two keys
-    assert compare.varied_key(cnn, (*STN.values(), "mnist", "RTS")) is None  # model and data
-    assert compare.varied_key(stn, ("stn", "n/a", "light", "relu", "affine", DATA, "RTS")) is None
-
-
 def test_welch_ci_zero_variance_collapses_to_the_difference() -> None:
     res = compare.welch_ci([0.9, 0.9], [0.8, 0.8])
     assert res is not None
@@ -187,16 +176,16 @@ def test_missing_choice_reads_as_na(tmp_path: Path) -> None:
     data = metrics(STN, 0, 0.9)
     del data["choices"]["distortion"]
     write_metrics(tmp_path / "r", data)
-    (run,), failed = compare.load_runs([tmp_path])
-    assert not failed
-    assert run.key == (*STN.values(), DATA, "n/a")
+    write_metrics(tmp_path / "s", metrics(STN, 0, 0.8))
+    table = compare.build_table(compare.load_runs([tmp_path]).results)
+    assert [g.label for g in table.groups] == ["distortion=RTS", "distortion=n/a"]
 
 
 # ---------------------------------------------------------------- loading
 def test_load_runs_lists_broken_runs_with_reasons(logs: Path) -> None:
-    runs, failed = compare.load_runs([logs])
-    assert len(runs) == 10
-    by_name = {f.path.name: f for f in failed}
+    found = compare.load_runs([logs])
+    assert len(found.results) == 10
+    by_name = {f.path.name: f for f in found.failed}
     assert set(by_name) == {"failed", "unfinished", "half", "future"}
     assert by_name["failed"].status == "failed"
     assert by_name["failed"].reason == "CUDA out of memory"
@@ -209,12 +198,22 @@ def test_load_runs_lists_broken_runs_with_reasons(logs: Path) -> None:
     assert "schema_version 99" in by_name["future"].reason
 
 
+def v1_table(logs: Path) -> compare.Table:
+    return compare.build_table(compare.load_runs([logs]).results)
+
+
 def test_group_and_aggregate(logs: Path) -> None:
-    runs, _ = compare.load_runs([logs])
-    groups = compare.group_runs(runs)
-    assert sorted(len(v) for v in groups.values()) == [1, 3, 3, 3]
-    stats = {g.key[0] + "/" + g.key[3] + "/" + g.key[4]: g for g in compare.aggregate_all(groups)}
-    stn = stats["stn/relu/affine"]
+    table = v1_table(logs)
+    assert sorted(g.n for g in table.groups) == [1, 3, 3, 3]
+    stats = {g.label: g for g in table.groups}
+    assert set(stats) == {
+        "model=cnn",
+        "model=stn activation=leakyrelu transform=affine",
+        "model=stn activation=relu transform=affine",
+        "model=stn activation=relu transform=projective",
+    }
+    assert list(stats) == sorted(stats)  # groups in the order of their naming values
+    stn = stats["model=stn activation=relu transform=affine"]
     assert stn.n == 3 and stn.seeds == [0, 1, 2]
     assert stn.acc_mean == pytest.approx(0.91)
     # Sample std by hand: deviations -0.01, 0, 0.01 -> sqrt(0.0002 / 2) = 0.01.
@@ -224,20 +223,20 @@ def test_group_and_aggregate(logs: Path) -> None:
     assert stn.class_names == CLASSES
     assert stn.seconds_per_epoch == pytest.approx(12.0)  # mean of 11, 12, 13
     assert (stn.params_total, stn.params_stn) == (5000, 2000)
-    cnn = stats["cnn/n/a/n/a"]
+    cnn = stats["model=cnn"]
     assert cnn.acc_mean == pytest.approx(0.80)
     assert cnn.params_stn == 0
-    proj = stats["stn/relu/projective"]
+    proj = stats["model=stn activation=relu transform=projective"]
     assert proj.n == 1 and proj.acc_std is None and proj.loss_std is None
+    assert table.fixed == {"data": DATA, "distortion": "RTS", "trainer": "default"}
 
 
 def test_pair_differences(logs: Path) -> None:
-    runs, _ = compare.load_runs([logs])
-    stats = compare.aggregate_all(compare.group_runs(runs))
-    diffs = compare.pair_differences(stats)
-    rows = {(d.varied, d.a.key, d.b.key): d for d in diffs}
-    stn, cnn = (*STN.values(), DATA, "RTS"), (*CNN.values(), DATA, "RTS")
-    leaky, proj = (*STN_LEAKY.values(), DATA, "RTS"), (*STN_PROJ.values(), DATA, "RTS")
+    diffs = compare.pair_differences(v1_table(logs))
+    rows = {(d.varied, d.a.label, d.b.label): d for d in diffs}
+    cnn, stn = "model=cnn", "model=stn activation=relu transform=affine"
+    leaky = "model=stn activation=leakyrelu transform=affine"
+    proj = "model=stn activation=relu transform=projective"
     assert set(rows) == {
         ("model", cnn, stn),
         ("model", cnn, leaky),
@@ -245,8 +244,10 @@ def test_pair_differences(logs: Path) -> None:
         ("activation", leaky, stn),
         ("transform", stn, proj),
     }
+    assert [d.varied for d in diffs] == ["model"] * 3 + ["activation", "transform"]
     se = math.sqrt(2 * 0.01**2 / 3)
     stn_vs_cnn = rows[("model", cnn, stn)]
+    assert stn_vs_cnn.shared == "activation=relu transform=affine"
     assert stn_vs_cnn.diff == pytest.approx(0.11)
     assert stn_vs_cnn.welch.low == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
     assert stn_vs_cnn.welch.high == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
@@ -283,11 +284,8 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
 
     rows = read_csv(out / "compare.csv")
     assert len(rows) == 4
-    stn = next(
-        r
-        for r in rows
-        if r["model"] == "stn" and r["activation"] == "relu" and r["transform"] == "affine"
-    )
+    stn = next(r for r in rows if r["group"] == "model=stn activation=relu transform=affine")
+    assert (stn["model"], stn["activation"], stn["transform"]) == ("stn", "relu", "affine")
     assert float(stn["test_acc_mean"]) == pytest.approx(0.91)
     assert float(stn["test_acc_std"]) == pytest.approx(0.01)
     assert stn["seeds"] == "0;1;2"
@@ -298,19 +296,14 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     diffs = read_csv(out / "differences.csv")
     assert len(diffs) == 5
     # Both stn-relu and stn-leakyrelu pair with cnn (n/a is a wildcard); pick the relu one.
-    model_rows = [
-        r
-        for r in diffs
-        if r["varied"] == "model" and r["b_activation"] == "relu" and r["b_transform"] == "affine"
-    ]
-    assert len(model_rows) == 1
-    model_row = model_rows[0]
+    (model_row,) = [r for r in diffs if r["varied"] == "model" and r["b_group"] == stn["group"]]
+    assert model_row["a_group"] == "model=cnn"
     se = math.sqrt(2 * 0.01**2 / 3)
     assert float(model_row["ci_low"]) == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
     assert float(model_row["ci_high"]) == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
     assert model_row["result"] == "significant"
     act = next(r for r in diffs if r["varied"] == "activation")
-    assert (act["a_value"], act["b_value"]) == ("leakyrelu", "relu")
+    assert "activation=leakyrelu" in act["a_group"] and "activation=relu" in act["b_group"]
     assert act["result"] == "no significant difference"
     assert next(r for r in diffs if r["varied"] == "transform")["result"] == "n too small"
 
@@ -373,3 +366,261 @@ def test_compare_imports_no_model_or_training_code() -> None:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stn_lab")
     }  # fmt: skip
     assert from_stn_lab <= {"stn_lab.atomic"}, from_stn_lab  # stdlib-only helpers, no models
+
+
+# ---------------------------------------------------------------- schema v2: grouping by config
+def v2_metrics(seed: int, acc: float, model: str = "cnn", optimizer: str = "adam", **dotted):
+    """A schema-2 record whose config follows the choices; ``dotted`` overrides config keys
+    (``trainer__max_epochs=3`` sets ``trainer.max_epochs``)."""
+    config = {
+        "seed": seed,
+        "ckpt_path": None,
+        "checkpoint_every_n_steps": 500,
+        "model": {"_target_": "stn_lab.models.network.Network", "stn": None},
+        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
+        "trainer": {"max_epochs": 2, "enable_progress_bar": True, "log_every_n_steps": 50},
+        "data": {"_target_": "SyntheticDataModule", "batch_size": 64, "num_workers": 0},
+        "paths": {"data_dir": "data", "log_dir": "logs"},
+        "artefacts": {"num_images": 16},
+        "callbacks": {"model_checkpoint": {"every_n_train_steps": 500}},
+    }
+    if model == "stn":
+        config["model"]["stn"] = {"lr_mult": 1.0, "identity_weight": 0.0}
+    if optimizer == "sgd":
+        config["optimizer"] = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9}
+    for key, value in dotted.items():
+        *parents, leaf = key.split("__")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    choices = {**(STN if model == "stn" else CNN), "optimizer": optimizer}
+    record = metrics(choices, seed, acc, schema_version=2, config=config, debug=[])
+    record.update(step=114, diverged=False, best_val_acc=acc + 0.01)
+    record["choices"]["data"] = "synthetic"
+    return record
+
+
+def write_v2(root: Path, runs: list[dict]) -> compare.Table:
+    for i, run in enumerate(runs):
+        write_metrics(root / str(i), run)
+    return compare.build_table(compare.load_runs([root]).results)
+
+
+def test_optimizer_sweep_gives_one_group_per_optimizer(tmp_path: Path) -> None:
+    # -m model=cnn data=synthetic optimizer=adam,sgd seed=0,1 (pooled as n=4 before)
+    runs = [v2_metrics(s, 0.5 + s / 10, optimizer=o) for o in ("adam", "sgd") for s in (0, 1)]
+    table = write_v2(tmp_path, runs)
+    assert [(g.label, g.n, g.seeds) for g in table.groups] == [
+        ("optimizer=adam", 2, [0, 1]),
+        ("optimizer=sgd", 2, [0, 1]),
+    ]
+    assert table.fixed["model"] == "cnn" and table.fixed["data"] == "synthetic"
+    (diff,) = compare.pair_differences(table)
+    assert diff.varied == "optimizer"
+
+
+def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
+    # optimizer=adam,sgd model.stn.lr_mult=0.5,1.0 seed=0,1 (8 runs in one group before)
+    runs = [
+        v2_metrics(s, 0.9, model="stn", optimizer=o, model__stn__lr_mult=m)
+        for o in ("adam", "sgd")
+        for m in (0.5, 1.0)
+        for s in (0, 1)
+    ]
+    table = write_v2(tmp_path, runs)
+    assert [(g.label, g.n) for g in table.groups] == [
+        ("optimizer=adam model.stn.lr_mult=0.5", 2),
+        ("optimizer=adam model.stn.lr_mult=1.0", 2),
+        ("optimizer=sgd model.stn.lr_mult=0.5", 2),
+        ("optimizer=sgd model.stn.lr_mult=1.0", 2),
+    ]
+    # optimizer.lr follows from the optimizer choice, so it never names a group.
+    assert [compare.setting_name(s) for s in table.names] == ["optimizer", "model.stn.lr_mult"]
+    pairs = {(d.varied, d.a.label, d.b.label) for d in compare.pair_differences(table)}
+    assert len(pairs) == 4
+    sgd = tuple(f"optimizer=sgd model.stn.lr_mult={m}" for m in ("0.5", "1.0"))
+    assert ("model.stn.lr_mult", *sgd) in pairs
+    assert (
+        "optimizer",
+        "optimizer=adam model.stn.lr_mult=0.5",
+        "optimizer=sgd model.stn.lr_mult=0.5",
+    ) in pairs
+
+
+def test_cnn_pairs_with_each_stn_setting(tmp_path: Path) -> None:
+    runs = [v2_metrics(s, 0.8) for s in (0, 1)]
+    runs += [
+        v2_metrics(s, 0.9, model="stn", model__stn__lr_mult=m) for m in (0.5, 1.0) for s in (0, 1)
+    ]
+    table = write_v2(tmp_path, runs)
+    labels = [g.label for g in table.groups]
+    assert labels == [
+        "model=cnn",
+        "model=stn model.stn.lr_mult=0.5",
+        "model=stn model.stn.lr_mult=1.0",
+    ]
+    varied = sorted((d.varied, d.a.label, d.b.label) for d in compare.pair_differences(table))
+    assert varied == [
+        ("model", "model=cnn", "model=stn model.stn.lr_mult=0.5"),
+        ("model", "model=cnn", "model=stn model.stn.lr_mult=1.0"),
+        ("model.stn.lr_mult", labels[1], labels[2]),
+    ]
+
+
+def test_epochs_split_groups(tmp_path: Path) -> None:
+    # Runs of 2 and 3 epochs were reported as one group, "seeds 0, 0".
+    table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(0, 0.8, trainer__max_epochs=3)])
+    assert [(g.label, g.n) for g in table.groups] == [
+        ("trainer.max_epochs=2", 1),
+        ("trainer.max_epochs=3", 1),
+    ]
+    assert not any(g.duplicates for g in table.groups)
+
+
+def test_result_neutral_keys_do_not_split_groups(tmp_path: Path) -> None:
+    neutral = {
+        "paths__log_dir": "elsewhere",
+        "trainer__enable_progress_bar": False,
+        "trainer__log_every_n_steps": 1,
+        "data__num_workers": 4,
+        "data__data_dir": "/scratch",
+        "checkpoint_every_n_steps": 16,
+        "ckpt_path": "last",
+        "callbacks__model_checkpoint__every_n_train_steps": 16,
+        "logger__csv__name": "x",
+        "artefacts__num_images": 4,
+    }
+    table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(1, 0.8, **neutral)])
+    assert [(g.label, g.n) for g in table.groups] == [("all runs", 2)]
+
+
+def test_early_stopping_splits_groups(tmp_path: Path) -> None:
+    runs = [
+        v2_metrics(0, 0.7, callbacks__early_stopping__patience=3),
+        v2_metrics(1, 0.8, callbacks__early_stopping__patience=5),
+    ]
+    table = write_v2(tmp_path, runs)
+    assert [g.label for g in table.groups] == [
+        "callbacks.early_stopping.patience=3",
+        "callbacks.early_stopping.patience=5",
+    ]
+
+
+def test_changes_result_longest_entry_wins() -> None:
+    assert not compare.changes_result("seed")
+    assert compare.changes_result("seeds")  # a prefix only covers whole dotted parts
+    assert not compare.changes_result("paths.log_dir")
+    assert not compare.changes_result("callbacks.model_checkpoint.every_n_train_steps")
+    assert compare.changes_result("callbacks.early_stopping.patience")
+    assert compare.changes_result("trainer.max_epochs")
+    assert not compare.changes_result("trainer.enable_progress_bar")
+
+
+def test_v1_records_group_by_choices_and_overrides(tmp_path: Path) -> None:
+    def v1(seed: int, lr_mult: str) -> dict:
+        overrides = [
+            f"seed={seed}",
+            f"model.stn.lr_mult={lr_mult}",
+            f"hydra.run.dir=logs/{seed}",
+            "trainer.enable_progress_bar=false",
+        ]
+        return metrics(STN, seed, 0.9, overrides=overrides)
+
+    table = write_v2(tmp_path, [v1(s, m) for m in ("0.5", "1.0") for s in (0, 1)])
+    assert [(g.label, g.n) for g in table.groups] == [
+        ("model.stn.lr_mult=0.5", 2),
+        ("model.stn.lr_mult=1.0", 2),
+    ]
+
+
+# ---------------------------------------------------------------- duplicates
+def test_duplicate_seed_counted_once_and_reported(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "logs"
+    for i, acc in enumerate((0.70, 0.72, 0.80)):
+        write_metrics(logs / str(i), v2_metrics(0 if i < 2 else 1, acc))
+    code, stdout, stderr = run_main(logs, tmp_path / "out", capsys)
+    assert code == 0
+    table = compare.build_table(compare.load_runs([logs]).results)
+    (group,) = table.groups
+    assert (group.n, group.seeds, group.accs) == (2, [0, 1], [0.70, 0.80])
+    assert [r.path.name for r in group.duplicates] == ["1"]
+    md = (tmp_path / "out" / "compare.md").read_text()
+    notes = md.split("## Notes")[1].split("##")[0]
+    assert "Duplicate: seed 0" in notes and "counted once" in notes
+    assert "duplicate seed 0" in md.split("## Results")[1].split("##")[0]
+    assert "ran seed 0 more than once" in stderr
+    (row,) = read_csv(tmp_path / "out" / "compare.csv")
+    assert (row["n"], row["duplicate_seeds"]) == ("2", "0")
+
+
+# ---------------------------------------------------------------- debug, interrupted, diverged
+def test_debug_runs_left_out_unless_asked(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "logs"
+    write_metrics(logs / "real", v2_metrics(0, 0.7))
+    write_metrics(logs / "fdr", {**v2_metrics(1, 0.1), "debug": ["fast_dev_run"]})
+    v1_debug = metrics(CNN, 2, 0.2, overrides=["trainer.limit_train_batches=5"])
+    write_metrics(logs / "v1_limit", v1_debug)
+    found = compare.load_runs([logs])
+    assert [r.path.name for r in found.results] == ["real"]
+    assert {r.path.name: r.debug for r in found.debug} == {
+        "fdr": ("fast_dev_run",),
+        "v1_limit": ("limit_train_batches=5",),
+    }
+    code, stdout, _ = run_main(logs, tmp_path / "out", capsys)
+    assert code == 0
+    assert "2 debug runs left out" in stdout and "## Debug runs" not in stdout
+    assert compare.main([str(logs), "--out", str(tmp_path / "out2"), "--include-debug"]) == 0
+    md = (tmp_path / "out2" / "compare.md").read_text()
+    debug_section = md.split("## Debug runs")[1].split("## Failed")[0]
+    assert "fast_dev_run" in debug_section and "limit_train_batches=5" in debug_section
+    assert "| 1 | 0 |" in md.split("## Results")[1]  # the results still hold one run
+
+
+def test_v1_debug_flags_off_values_are_not_debug(tmp_path: Path) -> None:
+    overrides = ["trainer.fast_dev_run=false", "trainer.limit_val_batches=1.0", "seed=0"]
+    write_metrics(tmp_path / "r", metrics(CNN, 0, 0.8, overrides=overrides))
+    assert len(compare.load_runs([tmp_path]).results) == 1
+
+
+def test_interrupted_runs_listed_apart(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "logs"
+    write_metrics(logs / "done", v2_metrics(0, 0.7))
+    stopped = {**v2_metrics(1, 0.0), "status": "interrupted", "step": 57, "best_val_acc": 0.42}
+    stopped["error"] = "SIGTERM at step 57"
+    write_metrics(logs / "stopped", stopped)
+    found = compare.load_runs([logs])
+    assert [r.path.name for r in found.interrupted] == ["stopped"]
+    assert not found.failed
+    code, stdout, stderr = run_main(logs, tmp_path / "out", capsys)
+    assert code == 0
+    section = stdout.split("## Interrupted runs")[1].split("##")[0]
+    assert "stopped`" in section and "| 57 | 42.00 |" in section
+    assert "stopped`" not in stdout.split("## Failed")[1]
+    assert "| 1 | 0 |" in stdout.split("## Results")[1]  # not pooled
+    assert "1 interrupted" in stderr
+
+
+def test_diverged_runs_marked_in_table(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "logs"
+    write_metrics(logs / "0", v2_metrics(0, 0.7))
+    write_metrics(logs / "1", {**v2_metrics(1, 0.1), "diverged": True})
+    code, stdout, _ = run_main(logs, tmp_path / "out", capsys)
+    assert code == 0
+    results = stdout.split("## Results")[1].split("##")[0]
+    assert "⚠ diverged: seed 1" in results
+    assert "Diverged: seed 1" in stdout.split("## Notes")[1]
+    (row,) = read_csv(tmp_path / "out" / "compare.csv")
+    assert row["diverged_seeds"] == "1"
+
+
+# ---------------------------------------------------------------- file permissions
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_gives_umask_permissions(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
