@@ -1,5 +1,5 @@
-"""The speed-ups keep the numbers: fast input gradient, GEMM affine grid, allocator, data on the
-device, and bf16 with the STN's sampling kept in fp32."""
+"""The speed-ups keep the numbers: the ops (fast input gradient, GEMM affine grid), the cached
+grid bases, allocator, data on the device, and bf16 with the STN's sampling kept in fp32."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from torch import nn
 
 from stn_lab.cpu_runtime import skip_gpu_probe, tune_allocator
 from stn_lab.data.datamodules import IndexBatchSampler, SyntheticDataModule
-from stn_lab.models.input_grad_conv import InputGradConv2d
 from stn_lab.models.stn import SpatialTransformer
 from stn_lab.models.transforms.affine import Affine
-from stn_lab.models.transforms.base import affine_grid
+from stn_lab.models.transforms.projective import Projective
+from stn_lab.models.transforms.tps import ThinPlateSpline
+from stn_lab.ops.affine_grid import affine_grid
+from stn_lab.ops.input_grad_conv import InputGradConv2d
 from stn_lab.train import build, train
 
 
@@ -68,13 +70,18 @@ def test_gemm_affine_grid_matches_torch(align_corners):
     torch.testing.assert_close(matrix.grad, matrix_ref.grad, atol=1e-5, rtol=1e-5)
 
 
-def test_cached_grid_basis_made_during_validation_still_trains():
-    # Lightning validates under inference_mode, possibly before the first training step.
+@pytest.mark.parametrize("family", [Affine, Projective, ThinPlateSpline])
+def test_cached_grid_basis_made_during_validation_still_trains(family):
+    # Lightning validates under inference_mode, possibly before the first training step: the
+    # bases cached then (a size no other test uses) must still serve a backward pass.
+    transform = family()
+    shape = (2, 1, 11, 13)
     with torch.inference_mode():
-        affine_grid(torch.randn(2, 2, 3), (2, 1, 11, 13), False)
-    matrix = torch.randn(2, 2, 3, requires_grad=True)
-    affine_grid(matrix, (2, 1, 11, 13), False).sum().backward()
-    assert matrix.grad is not None
+        transform.grid(transform.identity().expand(2, -1), shape, False)
+    theta = (transform.identity() + 0.01 * torch.randn(2, transform.num_params)).requires_grad_()
+    grid = transform.grid(theta, shape, False)
+    F.grid_sample(torch.rand(2, 1, 11, 13), grid, align_corners=False).sum().backward()
+    assert theta.grad is not None and torch.isfinite(theta.grad).all()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

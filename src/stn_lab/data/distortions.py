@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from stn_lab.models.transforms.base import affine_grid
-from stn_lab.models.transforms.projective import Projective
-from stn_lab.models.transforms.tps import ThinPlateSpline
+from stn_lab.geometry.grids import invert_affine, similarity_matrix
+from stn_lab.geometry.projective import IMAGE_CORNERS, homography_from_corners, projective_grid
+from stn_lab.geometry.tps import tps_grid
+from stn_lab.ops.affine_grid import affine_grid
 
 
 def _check_range(name: str, values: Sequence[float], positive: bool = False) -> tuple[float, float]:
@@ -52,8 +53,13 @@ class Distortion:
 class AffineDistortion(Distortion):
     """Rotation, isotropic scale and translation, optionally onto a larger canvas.
 
+    Rotation convention: a positive angle turns the image **clockwise** as displayed (y points
+    down), the opposite of ``torchvision``'s and ``kornia``'s ``rotate``: the angle ``a`` gives
+    what ``torchvision.transforms.functional.rotate(image, -a)`` gives (bilinear, zero fill).
+    Symmetric ranges such as ``[-45, 45]`` do not depend on it; ``[0, 90]`` turns clockwise.
+
     Args:
-        rotation: angle range in degrees, e.g. ``[-45, 45]``.
+        rotation: angle range in degrees (positive: clockwise), e.g. ``[-45, 45]``.
         scale: scale-factor range, e.g. ``[0.7, 1.2]``; both ends must be > 0.
         translation: shift range as a fraction of the image size (each axis, uniform).
         canvas: output side in pixels; the image is placed at a uniformly random position on
@@ -82,7 +88,8 @@ class AffineDistortion(Distortion):
         return self.canvas
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
-        """``[n, 4]``: angle (degrees), scale, x shift and y shift (pixels of the output)."""
+        """``[n, 4]``: angle (degrees, positive clockwise), scale, x shift and y shift (pixels of
+        the output, positive to the right and down)."""
         max_shift = self.translation * size + (self.out_size(size) - size) / 2
         return torch.stack(
             [
@@ -99,41 +106,18 @@ class AffineDistortion(Distortion):
         out = self.out_size(size)
         params = params.to(device=images.device, dtype=torch.float32)
         angle, scale, tx, ty = params.unbind(dim=1)
-        angle = angle * (math.pi / 180.0)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        # Output pixel p (normalised over the canvas) samples input point
-        # (out/size) * R^T (p - t) / s, with t normalised over the canvas as well.
-        k = (out / size) / scale
-        txn, tyn = tx / (out / 2), ty / (out / 2)
-        a, b, c, d = k * cos, k * sin, -k * sin, k * cos
-        theta = torch.stack([a, b, -(a * txn + b * tyn), c, d, -(c * txn + d * tyn)], dim=1).view(
-            -1, 2, 3
+        # Where each input point goes, in coordinates normalised over the canvas: the image
+        # (size/out of the canvas) scaled, turned clockwise (y points down) and shifted. The
+        # sampling grid is its inverse: where each output pixel comes from.
+        moved = similarity_matrix(
+            angle * (math.pi / 180.0), scale * (size / out), tx / (out / 2), ty / (out / 2)
         )
-        grid = affine_grid(theta, (len(images), images.shape[1], out, out), align_corners=False)
-        return F.grid_sample(images.float(), grid, padding_mode="zeros", align_corners=False)
+        shape = (len(images), images.shape[1], out, out)
+        return _sample_grid(images, affine_grid(invert_affine(moved), shape, align_corners=False))
 
 
 def _sample_grid(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images.float(), grid, padding_mode="zeros", align_corners=False)
-
-
-def homography_from_corners(moved: torch.Tensor) -> torch.Tensor:
-    """``[N, 8]`` homographies taking the moved corners ``[N, 4, 2]`` to the image corners.
-
-    Used as a sampling grid, the output's corner ``moved[k]`` samples the input's corner ``k``:
-    the image is stretched so that its corners land on the moved positions.
-    """
-    corners = torch.tensor(
-        [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=moved.device
-    )
-    x, y = moved[..., 0], moved[..., 1]
-    u, v = corners[:, 0].expand_as(x), corners[:, 1].expand_as(y)
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    # Each correspondence (x, y) -> (u, v) gives two linear equations in h0..h7 (h8 = 1).
-    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], dim=-1)
-    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)
-    system = torch.cat([rows_u, rows_v], dim=1)
-    return torch.linalg.solve(system, torch.cat([u, v], dim=1))
 
 
 class ProjectiveDistortion(Distortion):
@@ -143,18 +127,16 @@ class ProjectiveDistortion(Distortion):
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         self.sigma = float(sigma)
-        self.family = Projective()
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
         """``[n, 8]``: x and y offsets of the 4 corners, in normalised units (2 = image size)."""
         return 2 * self.sigma * torch.randn(n, 8, generator=generator, device=device)
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-        moved = corners.to(images.device) + params.to(images.device, torch.float32).view(-1, 4, 2)
-        theta = homography_from_corners(moved)
-        grid = self.family.grid(theta, tuple(images.shape), align_corners=False)
-        return _sample_grid(images, grid)
+        corners = torch.tensor(IMAGE_CORNERS, device=images.device)
+        moved = corners + params.to(images.device, torch.float32).view(-1, 4, 2)
+        homography = homography_from_corners(moved)
+        return _sample_grid(images, projective_grid(homography, images.shape, align_corners=False))
 
 
 class ElasticDistortion(Distortion):
@@ -163,18 +145,22 @@ class ElasticDistortion(Distortion):
     def __init__(self, sigma: float = 1.5, grid_size: int = 4):
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if grid_size < 2:
+            raise ValueError(f"grid_size must be >= 2, got {grid_size}")
         self.sigma = float(sigma)
-        self.family = ThinPlateSpline(grid_size=grid_size, regularisation=0.0)
+        self.grid_size = grid_size
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
-        """``[n, 2K]``: control-point offsets in normalised units (``sigma`` px at this size)."""
+        """``[n, 2K]``: control-point offsets ``(x0, y0, x1, ...)`` in normalised units
+        (``sigma`` px at this size), for the ``K = grid_size**2`` points of the lattice."""
         scale = self.sigma * 2 / size
-        return scale * torch.randn(n, self.family.num_params, generator=generator, device=device)
+        count = 2 * self.grid_size**2
+        return scale * torch.randn(n, count, generator=generator, device=device)
 
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        family = self.family.to(images.device)
-        theta = family.identity().to(images.device) + params.to(images.device, torch.float32)
-        return _sample_grid(images, family.grid(theta, tuple(images.shape), align_corners=False))
+        # Each control point samples the input at its offset position: an interpolating spline.
+        displacement = params.to(images.device, torch.float32).view(len(images), -1, 2)
+        return _sample_grid(images, tps_grid(displacement, images.shape, align_corners=False))
 
 
 class ClutterDistortion(Distortion):

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from stn_lab.models.input_grad_conv import InputGradConv2d
 from stn_lab.models.shapes import output_shape
+from stn_lab.ops.input_grad_conv import InputGradConv2d
 
 
 class StagedClassifier(nn.Module):
@@ -55,7 +55,8 @@ class ConvClassifier(StagedClassifier):
         c1, c2 = channels
         self.blocks = nn.ModuleList(
             [
-                # The first conv passes a gradient back to an STN's output: faster kernel for it.
+                # The first conv passes a gradient back to an STN's output: opt in to the fast
+                # input gradient (stn_lab.ops).
                 nn.Sequential(
                     InputGradConv2d(in_channels, c1, kernel_size), nn.MaxPool2d(2), nn.ReLU()
                 ),

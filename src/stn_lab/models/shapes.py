@@ -1,9 +1,13 @@
-"""Works out layer sizes from the input size by running a dummy batch, so nothing is hard-coded."""
+"""Layer sizes worked out from the input size (nothing hard-coded), and the input-size check."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class InputSizeError(ValueError):
+    """Images of another size or channel count than the module was built for."""
 
 
 def output_shape(module: nn.Module, in_channels: int, image_size: int) -> tuple[int, ...]:
@@ -17,3 +21,18 @@ def output_shape(module: nn.Module, in_channels: int, image_size: int) -> tuple[
             f" layers: {str(err).splitlines()[0]}"
         ) from None
     return tuple(out.shape[1:])
+
+
+def check_input(x: torch.Tensor, in_channels: int, image_size: int, name: str) -> None:
+    """Raise :class:`InputSizeError` unless ``x`` is ``[N, in_channels, image_size, image_size]``;
+    ``name`` says what was built for that size (e.g. "the STN").
+
+    A shape comparison, no device sync. Without it a wrong size surfaces deep inside as a bare
+    matmul error that names neither size.
+    """
+    if x.shape[1:] != (in_channels, image_size, image_size):
+        channels = f"{in_channels} channel{'s' if in_channels > 1 else ''}"
+        raise InputSizeError(
+            f"{name} was built for {image_size} px inputs with {channels}"
+            f" ([N, {in_channels}, {image_size}, {image_size}]), got {list(x.shape)}"
+        )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stn_lab.geometry.cache import cached
+from stn_lab.models.shapes import check_input
 from stn_lab.models.transforms.base import TransformFamily
 
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -32,6 +33,10 @@ class SpatialTransformer(nn.Module):
     :meth:`health` reports the fraction of the last training batch whose sampling grid has
     collapsed (spans less than one input pixel) or lies entirely outside the input: the signs
     of a transform that has run away. It is computed only when asked for, off the hot path.
+
+    Raises:
+        InputSizeError: (a ``ValueError``) from :meth:`forward` when the input is not
+            ``[N, in_channels, image_size, image_size]``.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class SpatialTransformer(nn.Module):
                 f"transform {type(transform).__name__} is not supported by the STN: it must be a "
                 "TransformFamily (affine, attention, similarity, projective, tps)"
             )
+        self.in_channels, self.image_size = in_channels, image_size
         self.localiser = localiser(in_channels=in_channels, image_size=image_size)
         self.transform = transform
         self.head = nn.Linear(self.localiser.out_features, transform.num_params)
@@ -108,6 +114,7 @@ class SpatialTransformer(nn.Module):
         return lattice_points(grid), in_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels, self.image_size, "this STN")
         theta = self.theta(x)
         if self.identity_weight > 0:
             identity = self.transform.identity().to(theta.device)
@@ -118,13 +125,12 @@ class SpatialTransformer(nn.Module):
 HEALTH_POINTS = 8  # the health check reads an 8x8 lattice of the grid, corners included
 
 
-@lru_cache(maxsize=32)
+@cached
 def _lattice(height: int, width: int, device: torch.device) -> torch.Tensor:
     """Flat indices of the ``HEALTH_POINTS`` x ``HEALTH_POINTS`` lattice in an H x W grid."""
-    with torch.inference_mode(False):  # cached: must not be an inference tensor (see base.py)
-        rows = torch.linspace(0, height - 1, HEALTH_POINTS, device=device).round().long()
-        cols = torch.linspace(0, width - 1, HEALTH_POINTS, device=device).round().long()
-        return (rows[:, None] * width + cols).flatten()
+    rows = torch.linspace(0, height - 1, HEALTH_POINTS, device=device).round().long()
+    cols = torch.linspace(0, width - 1, HEALTH_POINTS, device=device).round().long()
+    return (rows[:, None] * width + cols).flatten()
 
 
 def lattice_points(grid: torch.Tensor) -> torch.Tensor:
@@ -156,8 +162,7 @@ def step_health(per_step: list[list[tuple[torch.Tensor, int]]]) -> torch.Tensor 
     """``[steps, 2]`` collapsed / outside fractions of several steps at once, the worst over
     the STNs; ``per_step[k]`` is step k's :meth:`Network.health_points`. ``None`` without STNs.
 
-    One pass over all the steps' lattice points: checking step by step cost a dozen small ops
-    per step, about 3% of a 28 px STN step on the CPU.
+    One pass over all the steps' lattice points, rather than a dozen small ops per step.
     """
     if not per_step or not per_step[0]:
         return None

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from stn_lab.geometry.grids import similarity_matrix
 from stn_lab.models.transforms.base import MatrixTransform
 
 
 class Similarity(MatrixTransform):
-    """``theta = [angle (radians), s, tx, ty]``: ``s * R(angle)`` plus a translation."""
+    """``theta = [angle (radians), s, tx, ty]``: ``s * R(angle)`` plus a translation.
+
+    The matrix samples the input (:func:`~stn_lab.geometry.grids.similarity_matrix`), so a
+    positive angle turns the image content counter-clockwise as displayed, as
+    ``torchvision.transforms.functional.rotate`` does.
+    """
 
     num_params = 4
 
@@ -16,6 +22,4 @@ class Similarity(MatrixTransform):
         return torch.tensor([0.0, 1.0, 0.0, 0.0])
 
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
-        angle, s, tx, ty = theta.unbind(dim=1)
-        cos, sin = s * torch.cos(angle), s * torch.sin(angle)
-        return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1).view(-1, 2, 3)
+        return similarity_matrix(*theta.unbind(dim=1))
