@@ -295,7 +295,9 @@ def test_batches_come_from_tensor_indexing_in_bounded_sizes():
 def shard_batches(dm: SyntheticDataModule, split: str, world_size: int, rank: int) -> list:
     """The index batches process ``rank`` of ``world_size`` loads for ``split``."""
     cpu = SimpleNamespace(root_device=torch.device("cpu"))
-    dm.trainer = SimpleNamespace(world_size=world_size, global_rank=rank, strategy=cpu)
+    dm.trainer = SimpleNamespace(
+        world_size=world_size, global_rank=rank, strategy=cpu, overfit_batches=0
+    )
     return list(getattr(dm, f"{split}_dataloader")().sampler)
 
 

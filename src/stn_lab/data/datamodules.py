@@ -87,7 +87,7 @@ class EvalShard(Sampler):
     so processes with different batch counts do not wait on each other.
     """
 
-    def __init__(self, size: int, world_size: int = 1, rank: int = 0):
+    def __init__(self, size: int, world_size: int, rank: int):
         self.indices = range(rank, size, world_size)
 
     def __iter__(self):
@@ -258,7 +258,7 @@ class ImageDataModule(L.LightningDataModule):
             # a swapped-out IndexBatchSampler would leave single images: take the plain
             # per-image path instead (a few batches, the same ones every epoch, as documented).
             return DataLoader(dataset, batch, sampler=SequentialSampler(dataset))
-        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        world_size, rank = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
         if split != "train":
             order = EvalShard(len(dataset), world_size, rank)
         elif world_size > 1:  # DDP: each process gets an equal share of every epoch
