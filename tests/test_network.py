@@ -1,4 +1,5 @@
-"""Network assembly: STN placement, several transformers, FCN baselines, parameter counts."""
+"""Network assembly: STN placement, several transformers, FCN baselines, parameter counts, and
+the input-size check."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from stn_lab.models.classifiers import ConvClassifier, FCNClassifier
 from stn_lab.models.localisers import Localiser
 from stn_lab.models.network import Network
+from stn_lab.models.shapes import InputSizeError
 from stn_lab.models.stn import SpatialTransformer
 from stn_lab.models.transforms.affine import Affine
 
@@ -88,3 +90,17 @@ def test_baselines_are_roughly_matched_in_parameters(model):
     counts = instantiate(cfg.model, in_channels=1, image_size=42, num_classes=10).parameter_counts()
     assert 40_000 < counts["total"] < 80_000  # the RTS canvas; the paper matches its models too
     assert (counts["stn"] > 0) == model.startswith("st")
+
+
+def test_a_wrong_input_size_names_the_built_and_the_given_size():
+    # A 28 px STN model given 42 px images: a ValueError naming both sizes, not a bare matmul
+    # error from the localiser's first linear layer.
+    cfg = compose_cfg(["model=stn"])
+    net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
+    with pytest.raises(ValueError, match=r"built for 28 px inputs .*\[2, 1, 42, 42\]") as err:
+        net(torch.rand(2, 1, 42, 42))
+    assert isinstance(err.value, InputSizeError)
+    with pytest.raises(InputSizeError, match="this STN was built for 28 px inputs with 1 channel"):
+        net.stns[0](torch.rand(2, 3, 28, 28))
+    with pytest.raises(InputSizeError, match=r"28 px inputs with 1 channel \(\[N, 1, 28, 28\]\)"):
+        Network(ConvClassifier, 1, 28, 10)(torch.rand(2, 1, 42, 42))  # the CNN baseline too

@@ -1,7 +1,9 @@
-"""The projective and thin-plate-spline families: identity, known warps, gradients, configs."""
+"""The projective and thin-plate-spline families: identity, known warps, gradients, configs; and
+the geometry functions under them."""
 
 from __future__ import annotations
 
+import doctest
 import functools
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from conftest import compose_cfg
 from hydra.utils import instantiate
 
+from stn_lab.geometry import grids, projective, tps
 from stn_lab.models.localisers import Localiser
 from stn_lab.models.stn import SpatialTransformer
 from stn_lab.models.transforms.projective import Projective
@@ -209,3 +212,35 @@ def test_tps_grid_size_is_overridable_from_the_command_line():
     net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
     assert net.stns[0].head.out_features == 18
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+# --- geometry (the functions both families and the distortions build on) ----------------------
+
+
+@pytest.mark.parametrize("module", [grids, projective, tps])
+def test_geometry_docstring_examples_hold(module):
+    failures, tried = doctest.testmod(module)
+    assert tried > 0 and failures == 0
+
+
+def test_homography_sends_the_moved_corners_to_the_image_corners():
+    torch.manual_seed(0)
+    corners = torch.tensor(projective.IMAGE_CORNERS)
+    moved = corners + 0.2 * torch.randn(3, 4, 2)
+    homography = projective.homography_from_corners(moved)
+    mapped = torch.cat([moved, torch.ones(3, 4, 1)], dim=-1) @ homography.transpose(1, 2)
+    assert torch.allclose(mapped[..., :2] / mapped[..., 2:], corners.expand(3, -1, -1), atol=1e-5)
+
+
+def test_invert_affine_undoes_the_map():
+    torch.manual_seed(0)
+    matrix = torch.eye(2, 3) + 0.3 * torch.randn(4, 2, 3)
+    bottom = torch.tensor([0.0, 0.0, 1.0]).expand(4, 1, 3)
+    square = torch.cat([matrix, bottom], dim=1)
+    inverse = torch.cat([grids.invert_affine(matrix), bottom], dim=1)
+    assert torch.allclose(inverse @ square, torch.eye(3).expand(4, -1, -1), atol=1e-5)
+
+
+def test_tps_displacements_must_cover_a_square_lattice():
+    with pytest.raises(ValueError, match="grid_size"):
+        tps.tps_grid(torch.zeros(1, 15, 2), (1, 1, 4, 4), align_corners=False)

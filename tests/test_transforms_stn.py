@@ -1,4 +1,5 @@
-"""The STN's maths: identity start, known transforms moving a marked pixel, gradient flow."""
+"""The STN's maths: identity start, known transforms moving a marked pixel, gradient flow, and
+the rotation conventions of the similarity family and the affine distortion."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 
 import pytest
 import torch
+from torchvision.transforms.functional import InterpolationMode, rotate
 
+from stn_lab.data.distortions import AffineDistortion
 from stn_lab.models.coordconv import CoordConv2d, coordinate_channels
 from stn_lab.models.localisers import Localiser
 from stn_lab.models.stn import SpatialTransformer
@@ -133,3 +136,38 @@ def test_coordconv_channels_hold_normalised_coordinates(with_r):
     conv = CoordConv2d(1, 4, 3, with_r=with_r)
     assert conv.conv.in_channels == (4 if with_r else 3)
     assert conv(torch.rand(2, 1, 10, 10)).shape == (2, 4, 8, 8)
+
+
+# --- rotation convention ----------------------------------------------------------------------
+
+
+def asymmetric_image(size: int = 16) -> torch.Tensor:
+    """An L with a dot: no rotation or mirror maps it onto itself."""
+    x = torch.zeros(1, 1, size, size)
+    x[0, 0, 3:12, 4] = 1.0  # the upright stroke
+    x[0, 0, 11, 4:9] = 0.7  # the foot, to the right
+    x[0, 0, 2, 11] = 0.4  # a dot at the top right
+    return x
+
+
+@pytest.mark.parametrize("degrees", [90.0, 30.0, -60.0])
+def test_distortion_angles_turn_clockwise_opposite_to_torchvision(degrees):
+    # AffineDistortion's angle a is torchvision's rotate by -a: positive is clockwise.
+    x = asymmetric_image()
+    params = torch.tensor([[degrees, 1.0, 0.0, 0.0]])
+    ours = AffineDistortion().apply(x, params)
+    theirs = rotate(x, -degrees, interpolation=InterpolationMode.BILINEAR)
+    assert (ours - theirs).abs().max() < 1e-5
+    mirrored = rotate(x, degrees, interpolation=InterpolationMode.BILINEAR)
+    assert (ours - mirrored).abs().max() > 0.1  # the image tells the two directions apart
+
+
+@pytest.mark.parametrize("degrees", [90.0, 30.0, -60.0])
+def test_similarity_angles_turn_counter_clockwise_like_torchvision(degrees):
+    # The STN's similarity family samples the input with s R(angle): positive angles turn the
+    # content counter-clockwise, as torchvision's rotate does.
+    x = asymmetric_image()
+    stn = make_stn(Similarity, size=16)
+    ours = stn.warp(x, torch.tensor([[math.radians(degrees), 1.0, 0.0, 0.0]]))
+    theirs = rotate(x, degrees, interpolation=InterpolationMode.BILINEAR)
+    assert (ours - theirs).abs().max() < 1e-5

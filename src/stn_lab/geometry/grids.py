@@ -19,10 +19,10 @@ def identity_grid(height: int, width: int, align_corners: bool, device=None) -> 
     two ``align_corners`` conventions), so that every grid built on it agrees bit for bit with
     the affine grids at the identity.
 
-    >>> identity_grid(1, 2, align_corners=False)[0, 0].tolist()
-    [[-0.5, 0.0], [0.5, 0.0]]
-    >>> identity_grid(1, 2, align_corners=True)[0, 0].tolist()
-    [[-1.0, 0.0], [1.0, 0.0]]
+    >>> identity_grid(2, 2, align_corners=False)[0, 0].tolist()  # the top row
+    [[-0.5, -0.5], [0.5, -0.5]]
+    >>> identity_grid(2, 2, align_corners=True)[0, 0].tolist()
+    [[-1.0, -1.0], [1.0, -1.0]]
     """
     eye = torch.eye(2, 3, device=device, dtype=torch.float32).unsqueeze(0)
     return F.affine_grid(eye, [1, 1, height, width], align_corners=align_corners)
@@ -50,8 +50,8 @@ def similarity_matrix(
     backward map, so it turns the image content the other way, **counter-clockwise**.
 
     >>> m = similarity_matrix(*torch.tensor([[torch.pi / 2], [2.0], [0.0], [0.0]]))
-    >>> (m[0, :, :2] @ torch.tensor([1.0, 0.0])).round().tolist()  # right -> down: clockwise
-    [0.0, 2.0]
+    >>> [round(v) for v in (m[0, :, :2] @ torch.tensor([1.0, 0.0])).tolist()]  # right -> down
+    [0, 2]
     """
     cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
     return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1).view(-1, 2, 3)
@@ -63,9 +63,9 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     Turns a forward map (where each input point goes) into the sampling matrix that realises it
     (where each output point comes from), and back.
 
-    >>> m = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 4.0, -1.0]]])
-    >>> invert_affine(m).tolist()
-    [[[0.5, 0.0, -0.5], [0.0, 0.25, 0.25]]]
+    >>> m = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 4.0, -1.0]]])  # x -> 2 x + 1, y -> 4 y - 1
+    >>> invert_affine(m)[0].diagonal().tolist(), invert_affine(m)[0, :, 2].tolist()
+    ([0.5, 0.25], [-0.5, 0.25])
     """
     a, b, tx, c, d, ty = matrix.reshape(-1, 6).unbind(dim=1)
     det = a * d - b * c
