@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from stn_lab import compare
 from stn_lab.atomic import atomic_write
+from stn_lab.compare import groups, records, report, stats
 
 STN = {
     "model": "stn", "localiser": "conv", "localiser_net": "light", "activation": "relu",
@@ -116,27 +118,63 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-# ---------------------------------------------------------------- t distribution and Welch
+# ---------------------------------------------------------------- Welch, intervals, Holm
 @pytest.mark.parametrize(
-    ("df", "expected"),
-    [(1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (30, 2.042272)],
+    ("n", "expected"),
+    [(2, 4.302653), (3, 2.776445), (6, 2.228139), (16, 2.042272)],
 )
-def test_t_quantile_matches_table(df: int, expected: float) -> None:
-    assert compare.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-5)
-    assert compare.t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-5)
+def test_welch_critical_value_matches_t_table(n: int, expected: float) -> None:
+    # Equal n and equal sample std make the Welch-Satterthwaite df exactly 2 * (n - 1).
+    a = [0.5 + 0.01 * i for i in range(n)]
+    b = [x + 0.1 for x in a]
+    res = stats.welch_ci(a, b)
+    assert res is not None
+    assert res.df == pytest.approx(2 * (n - 1))
+    assert res.t_crit == pytest.approx(expected, abs=1e-5)
+    assert (res.low, res.high) == pytest.approx((0.1 - expected * res.se, 0.1 + expected * res.se))
 
 
-def test_t_quantile_other_levels_and_large_df() -> None:
-    assert compare.t_quantile(0.995, 3) == pytest.approx(5.840909, abs=1e-5)
-    assert compare.t_quantile(0.95, 5) == pytest.approx(2.015048, abs=1e-5)
-    assert compare.t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
-    assert compare.t_quantile(0.5, 3.3) == 0.0
-    # Fractional df (Welch): the CDF at the quantile gives back the probability.
-    assert compare.t_cdf(compare.t_quantile(0.975, 5.37), 5.37) == pytest.approx(0.975, abs=1e-9)
+def test_welch_matches_statsmodels() -> None:
+    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
+    a, b = [0.71, 0.74, 0.70, 0.78], [0.80, 0.86, 0.79]
+    res = stats.welch_ci(a, b)
+    assert res is not None
+    t, p, df = weightstats.ttest_ind(b, a, usevar="unequal")
+    low, high = weightstats.CompareMeans.from_data(b, a).tconfint_diff(usevar="unequal")
+    assert (res.p, res.df) == pytest.approx((p, df))
+    assert (res.low, res.high) == pytest.approx((low, high))
+
+
+def test_mean_interval() -> None:
+    x = [0.90, 0.91, 0.925]
+    ci = scipy_stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+    assert stats.mean_interval(x) == pytest.approx((ci.low, ci.high))
+    assert stats.mean_interval([0.9]) is None
+    assert stats.mean_interval([0.9, 0.9]) == (0.9, 0.9)  # scipy would give NaN
+
+
+HOLM_CASE = ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02])  # by hand: 4p, 3p, 2p, 1p
+
+
+def test_holm_hand_computed() -> None:
+    p, expected = HOLM_CASE
+    assert stats.holm(p) == pytest.approx(expected)
+    assert stats.holm([0.04]) == [0.04]
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+
+
+@pytest.mark.parametrize(
+    "p",
+    [HOLM_CASE[0], [0.001, 0.2, 0.2, 0.04, 0.5], [0.3, 0.01], [0.02, 0.02, 0.02]],
+)
+def test_holm_matches_statsmodels(p: list[float]) -> None:
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    _, expected, _, _ = multitest.multipletests(p, method="holm")
+    assert stats.holm(p) == pytest.approx(expected.tolist())
 
 
 def test_welch_ci_equal_variance_known_answer() -> None:
-    res = compare.welch_ci(ACC["cnn"], ACC["stn"])
+    res = stats.welch_ci(ACC["cnn"], ACC["stn"])
     assert res is not None
     se = math.sqrt(0.01**2 / 3 + 0.01**2 / 3)
     assert res.diff == pytest.approx(0.11)
@@ -151,24 +189,24 @@ def test_welch_ci_unequal_variances_uses_satterthwaite_df() -> None:
     b = [2.0, 6.0]  # mean 4.0, var 8
     va, vb = (5 / 3) / 4, 8 / 2
     df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 1)
-    res = compare.welch_ci(a, b)
+    res = stats.welch_ci(a, b)
     assert res is not None
     assert res.df == pytest.approx(df)
-    half = compare.t_quantile(0.975, df) * math.sqrt(va + vb)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert (res.low, res.high) == pytest.approx((1.5 - half, 1.5 + half))
     assert not res.significant
 
 
 def test_welch_ci_needs_two_per_group() -> None:
-    assert compare.welch_ci([0.9], [0.8, 0.85]) is None
+    assert stats.welch_ci([0.9], [0.8, 0.85]) is None
 
 
 def test_welch_ci_zero_variance_collapses_to_the_difference() -> None:
-    res = compare.welch_ci([0.9, 0.9], [0.8, 0.8])
+    res = stats.welch_ci([0.9, 0.9], [0.8, 0.8])
     assert res is not None
     assert res.low == res.high == pytest.approx(-0.1)
     assert res.significant
-    same = compare.welch_ci([0.9, 0.9], [0.9, 0.9])
+    same = stats.welch_ci([0.9, 0.9], [0.9, 0.9])
     assert same is not None and not same.significant
 
 
@@ -261,20 +299,60 @@ def test_pair_differences(logs: Path) -> None:
     assert rows[("model", cnn, proj)].welch is None
 
 
+def test_pair_differences_holm_across_tested_pairs(logs: Path) -> None:
+    diffs = compare.pair_differences(v1_table(logs))
+    tested = [d for d in diffs if d.welch is not None]
+    assert len(tested) == 3  # the projective group has one seed: no test, not in the family
+    assert [d.holm_p for d in tested] == pytest.approx(stats.holm([d.welch.p for d in tested]))
+    assert all(d.holm_p is None for d in diffs if d.welch is None)
+    # One comparison in the table: nothing to adjust.
+    two = [
+        g
+        for g in v1_table(logs).groups
+        if g.label in ("model=cnn", "model=stn activation=relu transform=affine")
+    ]
+    (only,) = compare.pair_differences(compare.Table(two, v1_table(logs).names, {}))
+    assert only.holm_p is None and only.verdict == "significant"
+
+
+def test_holm_can_overturn_a_raw_significance() -> None:
+    def group(label: str, accs: list[float]) -> compare.GroupStats:
+        values = (label,)
+        return compare.GroupStats(
+            key=(("x", label),), n=len(accs), seeds=list(range(len(accs))), accs=accs,
+            acc_mean=sum(accs) / len(accs), acc_std=None, acc_ci=None, loss_mean=0.0,
+            loss_std=None, label=f"x={label}", values=values,
+        )  # fmt: skip
+
+    # Three levels of one setting: three pairs, raw p of a-b just under 0.05.
+    a, b, c = (
+        group("a", [0.50, 0.52, 0.54]),
+        group("b", [0.55, 0.57, 0.59]),
+        group("c", [0.5, 0.51, 0.52]),
+    )
+    table = compare.Table([a, b, c], [("config", "x")], {})
+    ab = next(
+        d for d in compare.pair_differences(table) if (d.a.label, d.b.label) == ("x=a", "x=b")
+    )
+    assert ab.welch.p < 0.05 and ab.welch.significant
+    assert ab.holm_p >= 0.05 and ab.verdict == "no significant difference"
+
+
 # ---------------------------------------------------------------- CLI and outputs
 def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "results"
     code, stdout, stderr = run_main(logs, out, capsys)
     assert code == 0
-    for name in ("compare.md", "compare.csv", "compare.png", "differences.csv"):
+    for name in ("compare.md", "compare.csv", "compare.png", "differences.csv", "compare.tex"):
         assert (out / name).is_file(), name
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes cleaned up
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     md = (out / "compare.md").read_text()
     assert md in stdout  # the markdown is printed
-    assert "91.00 ± 1.00" in md and "80.00 ± 1.00" in md
-    assert "| 93.00 |" in md  # n = 1: no ± std
+    # mean ± std (n) and the mean's 95% interval: 91 ± t(0.975, 2) * 1 / sqrt(3).
+    assert "| 91.00 ± 1.00 (n=3) | [88.52, 93.48] |" in md and "80.00 ± 1.00 (n=3)" in md
+    assert "| 93.00 (n=1) |  |" in md  # n = 1: no ± std, no interval
     failed_section = md.split("## Failed or unfinished runs")[1]
     for name in ("failed", "unfinished", "half", "future"):
         assert f"runs/{name}`" in failed_section
@@ -306,6 +384,19 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     assert "activation=leakyrelu" in act["a_group"] and "activation=relu" in act["b_group"]
     assert act["result"] == "no significant difference"
     assert next(r for r in diffs if r["varied"] == "transform")["result"] == "n too small"
+
+    assert float(stn["test_acc_ci_low"]) == pytest.approx(0.91 - 4.302653 * 0.01 / math.sqrt(3))
+    assert float(model_row["p_holm"]) >= float(model_row["p"]) > 0
+
+    tex = (out / "compare.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}"):
+        assert rule in tex
+    assert (
+        r"model=stn activation=relu transform=affine & 91.00 $\pm$ 1.00 (n=3) & [88.52, 93.48] \\"
+        in tex
+    )
+    assert r"$-$0.50 & [$-$2.77, +1.77]" in tex  # a minus, not a hyphen
+    assert "%" not in tex.replace(r"\%", "").split("\n", 1)[1]  # every % escaped after line 1
 
     differences_section = md.split("## Differences")[1].split("## Failed")[0]
     assert "**significant**" in differences_section
@@ -352,20 +443,28 @@ def test_module_runs_as_script(logs: Path, tmp_path: Path) -> None:
 
 
 def test_compare_imports_no_model_or_training_code() -> None:
-    tree = ast.parse(Path(compare.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0] if node.level == 0 else "<relative>")
-    allowed = set(sys.stdlib_module_names) | {"numpy", "matplotlib", "stn_lab"}
+    package = Path(compare.__file__).parent
+    modules = sorted(package.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "__main__.py", "records.py", "stats.py"}
+    imported: set[str] = set()
+    from_stn_lab: set[str] = set()
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                name = node.module or ""
+                imported.add(name.split(".")[0] if node.level == 0 else "<relative>")
+                if name.startswith("stn_lab"):
+                    from_stn_lab.add(name)
+    allowed = set(sys.stdlib_module_names) | {"numpy", "scipy", "matplotlib", "stn_lab"}
     assert imported <= allowed, imported - allowed
-    from_stn_lab = {
-        node.module for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stn_lab")
-    }  # fmt: skip
-    assert from_stn_lab <= {"stn_lab.atomic"}, from_stn_lab  # stdlib-only helpers, no models
+    own = {"stn_lab.atomic"} | {f"stn_lab.compare.{m.stem}" for m in modules}
+    assert from_stn_lab <= own, from_stn_lab - own  # stdlib-only helpers, no models
+    # And at run time: importing compare loads neither torch nor Lightning.
+    code = "import sys, stn_lab.compare; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 # ---------------------------------------------------------------- schema v2: grouping by config
@@ -436,7 +535,7 @@ def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
         ("optimizer=sgd model.stn.lr_mult=1.0", 2),
     ]
     # optimizer.lr follows from the optimizer choice, so it never names a group.
-    assert [compare.setting_name(s) for s in table.names] == ["optimizer", "model.stn.lr_mult"]
+    assert [groups.setting_name(s) for s in table.names] == ["optimizer", "model.stn.lr_mult"]
     pairs = {(d.varied, d.a.label, d.b.label) for d in compare.pair_differences(table)}
     assert len(pairs) == 4
     sgd = tuple(f"optimizer=sgd model.stn.lr_mult={m}" for m in ("0.5", "1.0"))
@@ -508,13 +607,13 @@ def test_early_stopping_splits_groups(tmp_path: Path) -> None:
 
 
 def test_changes_result_longest_entry_wins() -> None:
-    assert not compare.changes_result("seed")
-    assert compare.changes_result("seeds")  # a prefix only covers whole dotted parts
-    assert not compare.changes_result("paths.log_dir")
-    assert not compare.changes_result("callbacks.model_checkpoint.every_n_train_steps")
-    assert compare.changes_result("callbacks.early_stopping.patience")
-    assert compare.changes_result("trainer.max_epochs")
-    assert not compare.changes_result("trainer.enable_progress_bar")
+    assert not records.changes_result("seed")
+    assert records.changes_result("seeds")  # a prefix only covers whole dotted parts
+    assert not records.changes_result("paths.log_dir")
+    assert not records.changes_result("callbacks.model_checkpoint.every_n_train_steps")
+    assert records.changes_result("callbacks.early_stopping.patience")
+    assert records.changes_result("trainer.max_epochs")
+    assert not records.changes_result("trainer.enable_progress_bar")
 
 
 def test_v1_records_group_by_choices_and_overrides(tmp_path: Path) -> None:
@@ -574,7 +673,7 @@ def test_debug_runs_left_out_unless_asked(tmp_path: Path, capsys) -> None:
     md = (tmp_path / "out2" / "compare.md").read_text()
     debug_section = md.split("## Debug runs")[1].split("## Failed")[0]
     assert "fast_dev_run" in debug_section and "limit_train_batches=5" in debug_section
-    assert "| 1 | 0 |" in md.split("## Results")[1]  # the results still hold one run
+    assert "(n=1)" in md.split("## Results")[1]  # the results still hold one run
 
 
 def test_v1_debug_flags_off_values_are_not_debug(tmp_path: Path) -> None:
@@ -597,7 +696,7 @@ def test_interrupted_runs_listed_apart(tmp_path: Path, capsys) -> None:
     section = stdout.split("## Interrupted runs")[1].split("##")[0]
     assert "stopped`" in section and "| 57 | 42.00 |" in section
     assert "stopped`" not in stdout.split("## Failed")[1]
-    assert "| 1 | 0 |" in stdout.split("## Results")[1]  # not pooled
+    assert "(n=1)" in stdout.split("## Results")[1]  # not pooled
     assert "1 interrupted" in stderr
 
 
@@ -624,3 +723,10 @@ def test_atomic_write_gives_umask_permissions(tmp_path: Path, umask: int, mode: 
         os.umask(old)
     assert path.stat().st_mode & 0o777 == mode
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_tex_escapes_config_keys(tmp_path: Path) -> None:
+    runs = [v2_metrics(0, 0.9, model="stn", model__stn__lr_mult=m) for m in (0.5, 1.0)]
+    table = write_v2(tmp_path, runs)
+    tex = report.render_tex(table, compare.pair_differences(table))
+    assert r"model.stn.lr\_mult=0.5 &" in tex and "lr_mult" not in tex

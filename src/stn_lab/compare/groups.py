@@ -1,0 +1,289 @@
+"""Grouping runs: one group per setting, each seed once, named by what varies; pairs to compare.
+
+:func:`build_table` groups completed runs by their settings (see :mod:`.records`), counts a
+repeated seed once, aggregates each group and names it by the settings that vary across the
+table. :func:`pair_differences` lists the pairs of groups that differ in one of those settings
+and tests each difference (:mod:`.stats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stn_lab.compare.records import NA, GroupKey, RunRecord, Setting
+from stn_lab.compare.stats import CONFIDENCE, WelchResult, holm, mean_interval, welch_ci
+
+#: The Hydra choice whose ``n/a`` settings match anything when it differs (a CNN has no
+#: localiser, so an STN group and a CNN group pair up if everything else matches).
+MODEL = "model"
+
+SIGNIFICANT = "significant"
+NOT_SIGNIFICANT = "no significant difference"
+N_TOO_SMALL = "n too small"
+
+
+@dataclass
+class GroupStats:
+    """Statistics of one group of runs (same settings, different seeds).
+
+    ``duplicates`` are runs whose seed an earlier run of the group already has: each seed counts
+    once, so they are left out of the statistics and listed in the notes.
+    """
+
+    key: GroupKey
+    n: int
+    seeds: list[int | None]
+    accs: list[float]
+    acc_mean: float
+    acc_std: float | None  # None when n == 1
+    acc_ci: tuple[float, float] | None  # Student-t interval of the mean; None when n == 1
+    loss_mean: float
+    loss_std: float | None
+    described: dict[Setting, str] = field(default_factory=dict)
+    runs: list[RunRecord] = field(default_factory=list)
+    duplicates: list[RunRecord] = field(default_factory=list)
+    acc_per_class: list[float] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    seconds_per_epoch: float | None = None
+    params_total: int | None = None
+    params_stn: int | None = None
+    label: str = ""  # the values of the table's naming settings, set by build_table
+    values: tuple[str, ...] = ()  # the same values, one per Table.names entry
+
+    @property
+    def diverged_seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs if r.diverged]
+
+
+@dataclass
+class Table:
+    """The groups of a comparison and the settings that tell them apart.
+
+    ``names`` are the settings shown in group labels: those that vary across the groups and are
+    not already fixed by the settings before them (``optimizer.lr`` follows from
+    ``optimizer=sgd``). ``fixed`` holds the Hydra choices every group shares.
+    """
+
+    groups: list[GroupStats]
+    names: list[Setting]
+    fixed: dict[str, str]
+
+
+def group_runs(runs: Iterable[RunRecord]) -> dict[GroupKey, list[RunRecord]]:
+    """Group runs by their settings (sorted by key; runs sorted by seed, then folder)."""
+    groups: dict[GroupKey, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    return {
+        k: sorted(v, key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
+        for k, v in sorted(groups.items())
+    }
+
+
+def split_duplicates(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """``(kept, duplicates)``: the first run of each seed (in the given order) and the rest."""
+    kept: list[RunRecord] = []
+    duplicates: list[RunRecord] = []
+    seen: set[int] = set()
+    for run in runs:
+        if run.seed is not None and run.seed in seen:
+            duplicates.append(run)
+        else:
+            kept.append(run)
+            if run.seed is not None:
+                seen.add(run.seed)
+    return kept, duplicates
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    x = np.asarray(values, dtype=float)
+    return float(x.mean()), (float(x.std(ddof=1)) if x.size > 1 else None)
+
+
+def aggregate(key: GroupKey, members: Sequence[RunRecord]) -> GroupStats:
+    """Mean and sample std (ddof=1) over the seeds of one group, each seed counted once."""
+    if not members:
+        raise ValueError("aggregate needs at least one run")
+    runs, duplicates = split_duplicates(members)
+    accs = [r.test_acc for r in runs]
+    acc_mean, acc_std = _mean_std(accs)
+    loss_mean, loss_std = _mean_std([r.test_loss for r in runs])
+    per_class: list[float] = []
+    lengths = {len(r.acc_per_class) for r in runs}
+    if len(lengths) == 1 and 0 not in lengths:
+        per_class = np.mean([r.acc_per_class for r in runs], axis=0).tolist()
+    names = next((list(r.class_names) for r in runs if r.class_names), [])
+    if per_class and len(names) != len(per_class):
+        names = [str(i) for i in range(len(per_class))]
+    spe = [float(np.mean(r.seconds_per_epoch)) for r in runs if r.seconds_per_epoch]
+    totals = [r.params_total for r in runs if r.params_total is not None]
+    stns = [r.params_stn for r in runs if r.params_stn is not None]
+    return GroupStats(
+        key=key,
+        n=len(runs),
+        seeds=[r.seed for r in runs],
+        accs=accs,
+        acc_mean=acc_mean,
+        acc_std=acc_std,
+        acc_ci=mean_interval(accs),
+        loss_mean=loss_mean,
+        loss_std=loss_std,
+        described=runs[0].described,
+        runs=list(runs),
+        duplicates=duplicates,
+        acc_per_class=per_class,
+        class_names=names,
+        seconds_per_epoch=float(np.mean(spe)) if spe else None,
+        params_total=round(float(np.mean(totals))) if totals else None,
+        params_stn=round(float(np.mean(stns))) if stns else None,
+    )
+
+
+def setting_name(setting: Setting) -> str:
+    """How a setting reads in labels and headers: the Hydra group or the dotted config key."""
+    return setting[1]
+
+
+def naming_settings(described: Sequence[dict[Setting, str]]) -> list[Setting]:
+    """The settings that tell the described groups apart, in the order labels show them.
+
+    Candidates are the Hydra choices (in the order the records list them) and then the config
+    keys (sorted). A candidate is kept when it varies and its value is not already fixed by
+    the values of the settings kept before it, so ``optimizer=sgd`` hides ``optimizer.lr`` and
+    ``model=cnn`` hides ``localiser=n/a``, while ``model.stn.lr_mult`` swept under one optimizer
+    stays. Every varying setting is kept or follows from kept ones, so labels are unique.
+    """
+    choices: dict[Setting, None] = {}
+    configs: set[Setting] = set()
+    for d in described:
+        for s in d:
+            (choices.setdefault(s, None) if s[0] == "choice" else configs.add(s))
+    kept: list[Setting] = []
+    for s in [*choices, *sorted(configs)]:
+        seen: dict[tuple[str, ...], str] = {}
+        follows = True
+        for d in described:
+            value = d.get(s, NA)
+            if seen.setdefault(tuple(d.get(k, NA) for k in kept), value) != value:
+                follows = False
+                break
+        if not follows:
+            kept.append(s)
+    return kept
+
+
+def label(values: Sequence[str], names: Sequence[Setting]) -> str:
+    """``name=value`` for each naming setting that applies (``n/a`` left out unless all are)."""
+    if not names:
+        return "all runs"
+    parts = [f"{setting_name(s)}={v}" for s, v in zip(names, values, strict=True) if v != NA]
+    return " ".join(parts or (f"{setting_name(s)}={v}" for s, v in zip(names, values, strict=True)))
+
+
+def build_table(runs: Iterable[RunRecord]) -> Table:
+    """Group ``runs``, aggregate each group and name it; groups sorted by their label values."""
+    groups = [aggregate(k, v) for k, v in group_runs(runs).items()]
+    names = naming_settings([g.described for g in groups])
+    named = []
+    for g in groups:
+        values = tuple(g.described.get(s, NA) for s in names)
+        named.append(dataclasses.replace(g, values=values, label=label(values, names)))
+    named.sort(key=lambda g: (g.values, g.key))
+    fixed: dict[str, str] = {}
+    if named:
+        first = named[0].described
+        for (kind, name), value in first.items():
+            shared = all(g.described.get((kind, name)) == value for g in named)
+            if kind == "choice" and value != NA and shared:
+                fixed[name] = value
+    return Table(named, names, fixed)
+
+
+def describe(record: RunRecord, table: Table) -> str:
+    """A label for a run outside the table (failed, interrupted, debug) in the table's terms."""
+    if not record.settings and not record.choices:
+        return "?"
+    if table.names:
+        return label(tuple(record.described.get(s, NA) for s in table.names), table.names)
+    own = [f"{k}={v}" for k, v in record.choices.items() if v != NA and table.fixed.get(k) != v]
+    return " ".join(own) or "—"
+
+
+def varied_setting(a: GroupStats, b: GroupStats, names: Sequence[Setting]) -> Setting | None:
+    """The single naming setting in which groups ``a`` and ``b`` differ, else ``None``.
+
+    ``n/a`` is a wildcard when the groups differ in the ``model`` choice (a CNN has no
+    localiser, so an STN group and a CNN group pair up if everything else matches); otherwise
+    the groups must differ in exactly one setting whose values are both real (not ``n/a``).
+    """
+    diffs = [i for i, (va, vb) in enumerate(zip(a.values, b.values, strict=True)) if va != vb]
+    models = [i for i in diffs if names[i] == ("choice", MODEL)]
+    if models:
+        others = [i for i in diffs if i != models[0]]
+        return names[models[0]] if all(NA in (a.values[i], b.values[i]) for i in others) else None
+    if len(diffs) == 1 and NA not in (a.values[diffs[0]], b.values[diffs[0]]):
+        return names[diffs[0]]
+    return None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One row of the "Differences" section: group B minus group A in mean test accuracy."""
+
+    varied: str  # the setting that differs, as labels name it
+    a: GroupStats
+    b: GroupStats
+    welch: WelchResult | None  # None when either group has n < 2
+    shared: str = ""  # the naming settings both groups share (n/a on one side counts as shared)
+    holm_p: float | None = None  # Holm-adjusted p when the table tests more than one pair
+
+    @property
+    def verdict(self) -> str:
+        """Significant when the (Holm-adjusted, if several pairs) p is below 1 - CONFIDENCE."""
+        if self.welch is None:
+            return N_TOO_SMALL
+        p = self.welch.p if self.holm_p is None else self.holm_p
+        return SIGNIFICANT if p < 1.0 - CONFIDENCE else NOT_SIGNIFICANT
+
+    @property
+    def diff(self) -> float:
+        return self.b.acc_mean - self.a.acc_mean
+
+
+def pair_differences(table: Table) -> list[Difference]:
+    """Every pair of groups differing in one naming setting, with Welch's test of ``B - A``.
+
+    A and B are ordered alphabetically by the value of the varied setting (e.g. ``cnn`` before
+    ``stn``, so the model rows read "STN minus CNN"). When more than one pair has a test, their
+    p-values are Holm-adjusted together: the table is one family of comparisons.
+    """
+    names = table.names
+    out: list[tuple[int, Difference]] = []
+    for i, ga in enumerate(table.groups):
+        for gb in table.groups[i + 1 :]:
+            setting = varied_setting(ga, gb, names)
+            if setting is None:
+                continue
+            idx = names.index(setting)
+            a, b = (
+                (ga, gb) if (ga.values[idx], ga.values) <= (gb.values[idx], gb.values) else (gb, ga)
+            )
+            shared = [
+                f"{setting_name(s)}={va if va != NA else vb}"
+                for s, va, vb in zip(names, a.values, b.values, strict=True)
+                if s != setting and (va, vb) != (NA, NA)
+            ]
+            welch = welch_ci(a.accs, b.accs)
+            out.append((idx, Difference(setting_name(setting), a, b, welch, " ".join(shared))))
+    out.sort(key=lambda item: (item[0], item[1].a.values, item[1].b.values))
+    diffs = [d for _, d in out]
+    tested = [i for i, d in enumerate(diffs) if d.welch is not None]
+    if len(tested) > 1:
+        adjusted = holm([diffs[i].welch.p for i in tested])
+        for i, p in zip(tested, adjusted, strict=True):
+            diffs[i] = dataclasses.replace(diffs[i], holm_p=p)
+    return diffs

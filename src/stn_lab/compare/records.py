@@ -1,0 +1,324 @@
+"""Reading runs: every run folder becomes one :class:`RunRecord`, whatever became of the run.
+
+:func:`load_runs` walks folders (single runs ``logs/runs/...`` and multirun jobs
+``logs/multiruns/<date>/<n>/`` alike) for any folder holding ``.hydra/`` or ``metrics.json``.
+Runs with no ``metrics.json``, a half-written or unreadable one, an unknown ``schema_version``
+or a failed status keep a one-line reason and are listed, never silently dropped.
+
+A record's ``settings`` are what identify its group: the whole resolved Hydra config that the
+run recorded (schema 2), flattened to dotted keys, minus the seed and minus
+:data:`RESULT_NEUTRAL_KEYS`. Schema-1 records have no config; their settings are the recorded
+Hydra choices plus the command-line overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
+    "seed",
+    "ckpt_path",
+    "paths",
+    "hydra",
+    "checkpoint_every_n_steps",
+    "artefacts",
+    "logger",
+    "callbacks",
+    "!callbacks.early_stopping",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+    "data.data_dir",
+    "data.num_workers",
+    "data.keep_on_device",
+    "data.download",
+)
+#: Value of a setting that does not apply (e.g. ``localiser`` for ``model=cnn``) or is missing.
+NA = "n/a"
+#: Name of the file every training run writes into its output folder.
+METRICS_FILE = "metrics.json"
+#: metrics.json ``schema_version``s this module reads (v2 added config, debug, step, diverged,
+#: best_val_acc and the ``interrupted`` status; v1 records are grouped by choices + overrides).
+SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+#: Trainer flags that make a v1 run a debug run, with the values that leave them off.
+V1_DEBUG_FLAGS: dict[str, tuple[str, ...]] = {
+    "fast_dev_run": ("false", "0"),
+    "overfit_batches": ("0", "0.0"),
+    "limit_train_batches": ("null", "none", "1.0"),
+    "limit_val_batches": ("null", "none", "1.0"),
+    "limit_test_batches": ("null", "none", "1.0"),
+}
+
+COMPLETED = "completed"
+INTERRUPTED = "interrupted"
+
+#: A setting that can name a group: ``("choice", group)`` for a Hydra choice such as
+#: ``optimizer``, ``("config", dotted key)`` for a value such as ``model.stn.lr_mult``.
+Setting = tuple[str, str]
+#: What identifies a group: the sorted ``(dotted key, value)`` pairs of the runs' settings.
+GroupKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run folder as read from its ``metrics.json``, whatever became of the run.
+
+    ``status`` is the run's own (``completed``, ``failed``, ``interrupted``) or one that
+    ``compare`` gives a folder it cannot use (``unfinished``, ``unreadable``, ``unknown
+    schema``, ``malformed``); ``reason`` explains anything but ``completed`` in one line.
+    ``settings`` identify the run's group: the flattened resolved config (v1: the choices and
+    overrides) minus the seed and :data:`RESULT_NEUTRAL_KEYS`, every value as text.
+    """
+
+    path: Path
+    status: str
+    reason: str = ""
+    seed: int | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    debug: tuple[str, ...] = ()
+    diverged: bool = False
+    step: int | None = None
+    best_val_acc: float | None = None
+    test_acc: float = math.nan
+    test_loss: float = math.nan
+    acc_per_class: tuple[float, ...] = ()
+    class_names: tuple[str, ...] = ()
+    seconds_per_epoch: tuple[float, ...] = ()
+    params_total: int | None = None
+    params_stn: int | None = None
+
+    @property
+    def key(self) -> GroupKey:
+        return tuple(sorted(self.settings.items()))
+
+    @property
+    def described(self) -> dict[Setting, str]:
+        """Every setting that can name the run's group: its choices, then its config values."""
+        return {
+            **{("choice", k): v for k, v in self.choices.items()},
+            **{("config", k): v for k, v in self.settings.items()},
+        }
+
+
+@dataclass
+class RunSet:
+    """The runs found, sorted by what ``compare`` does with them."""
+
+    results: list[RunRecord] = field(default_factory=list)  # completed, pooled over seeds
+    debug: list[RunRecord] = field(default_factory=list)  # completed debug runs: not results
+    interrupted: list[RunRecord] = field(default_factory=list)  # stopped by a signal
+    failed: list[RunRecord] = field(default_factory=list)  # failed, unfinished or unreadable
+
+    def add(self, record: RunRecord) -> None:
+        if record.status == COMPLETED:
+            (self.debug if record.debug else self.results).append(record)
+        elif record.status == INTERRUPTED:
+            self.interrupted.append(record)
+        else:
+            self.failed.append(record)
+
+
+class MetricsError(ValueError):
+    """A required metrics.json field that is missing or not a number; the message says which."""
+
+
+def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """All run folders under ``dirs`` (recursive): folders holding ``.hydra/`` or metrics.json."""
+    found: dict[Path, None] = {}
+    for root in dirs:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            if ".hydra" in dirnames or METRICS_FILE in filenames:
+                found.setdefault(here.resolve(), None)
+            # Never descend into hidden folders (.hydra, .git, ...); sorted for a stable order.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
+
+
+def changes_result(key: str) -> bool:
+    """Whether the dotted config ``key`` can change a run's result (see RESULT_NEUTRAL_KEYS)."""
+    best_len, keep = -1, True
+    for entry in RESULT_NEUTRAL_KEYS:
+        prefix = entry.removeprefix("!")
+        if (key == prefix or key.startswith(prefix + ".")) and len(prefix) > best_len:
+            best_len, keep = len(prefix), entry.startswith("!")
+    return keep
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{dotted key: leaf}``; lists and empty dicts are leaves."""
+    if not isinstance(node, dict) or (prefix and not node):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _text(value: Any) -> str:
+    """A setting's value as text: strings as they are, anything else as JSON (``null``, ``0.5``)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _first_line(text: Any, limit: int = 300) -> str:
+    line = str(text).strip().splitlines()[0].strip() if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _norm_choices(raw: Any) -> dict[str, str]:
+    raw = raw if isinstance(raw, dict) else {}
+    return {
+        str(k): NA if v is None or str(v).strip() == "" else str(v)
+        for k, v in raw.items()
+        if changes_result(str(k))
+    }
+
+
+def _overrides(raw: Any) -> dict[str, str]:
+    """Command-line overrides as ``{key: value}`` (``+``/``++``/``~`` prefixes dropped)."""
+    items = raw if isinstance(raw, list) else []
+    pairs = (str(item).lstrip("+~").partition("=") for item in items)
+    return {key: value for key, _, value in pairs}
+
+
+def _settings(data: dict[str, Any], choices: dict[str, str]) -> dict[str, str]:
+    """What identifies the run's group (see RunRecord); v1 falls back to choices + overrides."""
+    config = data.get("config")
+    if isinstance(config, dict):
+        flat = {k: _text(v) for k, v in flatten(config).items()}
+    else:
+        flat = {**_overrides(data.get("overrides")), **choices}
+    return {k: v for k, v in flat.items() if changes_result(k)}
+
+
+def _debug(data: dict[str, Any]) -> tuple[str, ...]:
+    """The debug flags in effect: v2 records them, for v1 they are read off the overrides."""
+    debug = data.get("debug")
+    if isinstance(debug, list):
+        return tuple(str(d) for d in debug)
+    flags = []
+    choices = data.get("choices") if isinstance(data.get("choices"), dict) else {}
+    choice = choices.get("debug")
+    if choice:
+        flags.append(f"debug={choice}")
+    for key, value in _overrides(data.get("overrides")).items():
+        flag = key.removeprefix("trainer.")
+        if key.startswith("trainer.") and flag in V1_DEBUG_FLAGS:
+            if value.strip().lower() not in V1_DEBUG_FLAGS[flag]:
+                flags.append(f"{flag}={value}")
+    return tuple(flags)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MetricsError(f"metrics.json: {what} is not a number ({value!r})")
+    return float(value)
+
+
+def _numbers(value: Any, what: str) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MetricsError(f"metrics.json: {what} is not a list")
+    return tuple(_number(v, f"{what} entry") for v in value)
+
+
+def _optional_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def parse_metrics(data: dict[str, Any], path: Path) -> RunRecord:
+    """A decoded metrics.json (any of :data:`SCHEMA_VERSIONS`) as a :class:`RunRecord`."""
+    choices = _norm_choices(data.get("choices"))
+    record = RunRecord(
+        path=path,
+        status=COMPLETED,
+        seed=_optional_int(data.get("seed")),
+        choices=choices,
+        settings=_settings(data, choices),
+        debug=_debug(data),
+        diverged=data.get("diverged") is True,
+        step=_optional_int(data.get("step")),
+        best_val_acc=_optional_float(data.get("best_val_acc")),
+    )
+    status = data.get("status")
+    if status != COMPLETED:
+        error = data.get("error")
+        reason = _first_line(error) if error else f"status is {status!r} (no error message)"
+        label = status if status in ("failed", INTERRUPTED) else f"status {status!r}"
+        return dataclasses.replace(record, status=label, reason=reason)
+    test = data.get("test")
+    if not isinstance(test, dict):
+        return dataclasses.replace(
+            record, status="malformed", reason="metrics.json has no 'test' section"
+        )
+    try:
+        names = data.get("class_names")
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        return dataclasses.replace(
+            record,
+            test_acc=_number(test.get("acc"), "test.acc"),
+            test_loss=_number(test.get("loss"), "test.loss"),
+            acc_per_class=_numbers(test.get("acc_per_class"), "test.acc_per_class"),
+            class_names=tuple(str(n) for n in names) if isinstance(names, list) else (),
+            seconds_per_epoch=_numbers(data.get("seconds_per_epoch"), "seconds_per_epoch"),
+            params_total=_optional_int(params.get("total")),
+            params_stn=_optional_int(params.get("stn")),
+        )
+    except MetricsError as err:
+        return dataclasses.replace(record, status="malformed", reason=str(err))
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Read one run folder; a folder that holds no usable record gets a status saying why."""
+    metrics = run_dir / METRICS_FILE
+    if not metrics.is_file():
+        has_config = (run_dir / ".hydra" / "config.yaml").is_file()
+        what = ".hydra/config.yaml" if has_config else ".hydra/"
+        reason = f"no metrics.json (only {what}): never finished"
+        return RunRecord(run_dir, "unfinished", reason)
+    try:
+        text = metrics.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return RunRecord(run_dir, "unreadable", f"cannot read metrics.json: {err}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        reason = f"metrics.json is not valid JSON (half-written?): {err}"
+        return RunRecord(run_dir, "unreadable", reason)
+    if not isinstance(data, dict):
+        return RunRecord(run_dir, "unreadable", "metrics.json does not hold a JSON object")
+    version = data.get("schema_version")
+    if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+        known = ", ".join(str(v) for v in SCHEMA_VERSIONS)
+        reason = f"unknown metrics.json schema_version {version!r} (this compare reads: {known})"
+        return RunRecord(run_dir, "unknown schema", reason)
+    return parse_metrics(data, run_dir)
+
+
+def load_runs(dirs: Iterable[str | os.PathLike[str]]) -> RunSet:
+    """Find and read every run under ``dirs``, sorted into a :class:`RunSet`."""
+    found = RunSet()
+    for run_dir in find_run_dirs(dirs):
+        found.add(read_run(run_dir))
+    return found
