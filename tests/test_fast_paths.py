@@ -114,7 +114,7 @@ class _FakeTrainer:
 
     def __init__(self, device: str):
         self.strategy = type("Strategy", (), {"root_device": torch.device(device)})()
-        self.world_size, self.training = 1, True
+        self.world_size, self.global_rank, self.training, self.overfit_batches = 1, 0, True, 0
 
 
 def test_dataset_moves_to_the_accelerator_once_and_batches_stay_there():
