@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
@@ -33,13 +34,16 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover"]
 
 # Chosen accuracies. Equal n and equal sample std (0.01) in each compared pair make the
 # Welch-Satterthwaite df exactly 2 * (n - 1) = 4, so the critical value comes from a t table.
+# stn and leaky run seeds 0-2 (paired), cnn seeds 3-5 (Welch against both).
 ACC = {
     "stn": [0.90, 0.91, 0.92],  # mean 0.91, std 0.01
     "cnn": [0.79, 0.80, 0.81],  # mean 0.80, std 0.01  -> far from stn
-    "leaky": [0.905, 0.915, 0.925],  # mean 0.915, std 0.01 -> overlaps stn heavily
+    "leaky": [0.915, 0.905, 0.925],  # mean 0.915, std 0.01; stn - leaky: -0.015, 0.005, -0.005
     "proj": [0.93],  # single seed -> n too small
 }
+FIRST_SEED = {"stn": 0, "cnn": 3, "leaky": 0}
 T_975_DF4 = 2.776445  # t table: 97.5% quantile, 4 degrees of freedom
+T_975_DF2 = 4.302653  # and 2 degrees of freedom
 
 
 def write_metrics(run_dir: Path, payload: dict | str, hydra: bool = True) -> Path:
@@ -92,7 +96,7 @@ def logs(tmp_path: Path) -> Path:
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     job = 0
     for name, choices in [("stn", STN), ("cnn", CNN), ("leaky", STN_LEAKY)]:
-        for seed, acc in enumerate(ACC[name]):
+        for seed, acc in enumerate(ACC[name], start=FIRST_SEED[name]):
             write_metrics(sweep / str(job), metrics(choices, seed, acc))
             job += 1
     write_metrics(root / "runs" / "2024-05-02" / "proj", metrics(STN_PROJ, 0, ACC["proj"][0]))
@@ -151,6 +155,64 @@ def test_mean_interval() -> None:
     assert stats.mean_interval(x) == pytest.approx((ci.low, ci.high))
     assert stats.mean_interval([0.9]) is None
     assert stats.mean_interval([0.9, 0.9]) == (0.9, 0.9)  # scipy would give NaN
+
+
+# Paired inputs (a[i] and b[i] share seed i) for n = 2, 3 and 5, with unequal variances.
+PAIRED_CASES = [
+    ([0.80, 0.83], [0.86, 0.87]),
+    ([0.80, 0.81, 0.79], [0.90, 0.85, 0.95]),
+    ([0.71, 0.74, 0.70, 0.78, 0.75], [0.80, 0.86, 0.79, 0.81, 0.90]),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRED_CASES)
+def test_paired_ci_matches_scipy_and_statsmodels(a: list[float], b: list[float]) -> None:
+    res = stats.paired_ci(a, b)
+    assert res is not None and res.test == "paired t"
+    ref = scipy_stats.ttest_rel(b, a)
+    ci = ref.confidence_interval(0.95)
+    assert (res.low, res.high, res.p, res.df) == pytest.approx(
+        (ci.low, ci.high, ref.pvalue, ref.df)
+    )
+    assert res.wilcoxon_p == pytest.approx(scipy_stats.wilcoxon(b, a).pvalue)
+    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
+    d = weightstats.DescrStatsW([y - x for x, y in zip(a, b, strict=True)])
+    assert (res.low, res.high) == pytest.approx(d.tconfint_mean(0.05))
+    assert res.p == pytest.approx(d.ttest_mean(0.0)[1])
+
+
+def test_paired_wilcoxon_exact_and_correlation() -> None:
+    # All differences positive: the exact two-sided signed-rank p is 2 / 2**n.
+    a, b = PAIRED_CASES[2]
+    res = stats.paired_ci(a, b)
+    assert res.wilcoxon_p == pytest.approx(2 / 2**5)
+    assert res.correlation == pytest.approx(np.corrcoef(a, b)[0, 1])
+    assert stats.paired_ci(*PAIRED_CASES[1]).wilcoxon_p == pytest.approx(2 / 2**3)
+    assert stats.paired_ci(*PAIRED_CASES[0]).correlation is None  # two points always give ±1
+    assert stats.paired_ci([0.9], [0.8]) is None
+    with pytest.raises(ValueError, match="aligned"):
+        stats.paired_ci([0.9, 0.8], [0.8])
+
+
+def test_paired_without_spread_collapses_to_the_difference() -> None:
+    # 0.55 - 0.50 and 0.57 - 0.52 differ only by float rounding: no spread, no scipy warning.
+    res = stats.paired_ci([0.50, 0.52, 0.54], [0.55, 0.57, 0.59])
+    assert res.low == res.high == pytest.approx(0.05)
+    assert res.p == 0.0 and res.wilcoxon_p == pytest.approx(0.25)
+    same = stats.paired_ci([0.5, 0.6], [0.5, 0.6])
+    assert same.p == 1.0 and same.wilcoxon_p == 1.0 and not same.significant
+
+
+def test_pairs_only_when_seeds_match(tmp_path: Path) -> None:
+    runs = [v2_metrics(s, 0.70 + s / 100) for s in (0, 1, 2)]
+    runs += [v2_metrics(s, 0.80 + s / 50, optimizer="sgd") for s in (0, 1, 2)]
+    runs += [v2_metrics(s, 0.75, optimizer="adam", trainer__max_epochs=3) for s in (5, 6)]
+    table = write_v2(tmp_path, runs)
+    tests = {(d.a.label, d.b.label): d.test.test for d in compare.pair_differences(table)}
+    assert tests == {
+        ("optimizer=adam trainer.max_epochs=2", "optimizer=sgd trainer.max_epochs=2"): "paired t",
+        ("optimizer=adam trainer.max_epochs=2", "optimizer=adam trainer.max_epochs=3"): "Welch",
+    }
 
 
 HOLM_CASE = ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02])  # by hand: 4p, 3p, 2p, 1p
@@ -287,24 +349,28 @@ def test_pair_differences(logs: Path) -> None:
     stn_vs_cnn = rows[("model", cnn, stn)]
     assert stn_vs_cnn.shared == "activation=relu transform=affine"
     assert stn_vs_cnn.diff == pytest.approx(0.11)
-    assert stn_vs_cnn.welch.low == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
-    assert stn_vs_cnn.welch.high == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
+    assert stn_vs_cnn.test.low == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
+    assert stn_vs_cnn.test.high == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
     assert stn_vs_cnn.verdict == "significant"
+    assert stn_vs_cnn.test.test == "Welch" and not stn_vs_cnn.per_seed  # seeds 0-2 vs 3-5
     relu_vs_leaky = rows[("activation", leaky, stn)]
+    assert relu_vs_leaky.test.test == "paired t"  # both ran seeds 0, 1, 2
     assert relu_vs_leaky.diff == pytest.approx(-0.005)
-    assert relu_vs_leaky.welch.low == pytest.approx(-0.005 - T_975_DF4 * se, abs=1e-6)
-    assert relu_vs_leaky.welch.high == pytest.approx(-0.005 + T_975_DF4 * se, abs=1e-6)
+    assert relu_vs_leaky.per_seed == pytest.approx({0: -0.015, 1: 0.005, 2: -0.005})
+    half = T_975_DF2 * 0.01 / math.sqrt(3)  # the differences' std is 0.01, df = n - 1 = 2
+    assert relu_vs_leaky.test.low == pytest.approx(-0.005 - half, abs=1e-6)
+    assert relu_vs_leaky.test.high == pytest.approx(-0.005 + half, abs=1e-6)
     assert relu_vs_leaky.verdict == "no significant difference"
     assert rows[("transform", stn, proj)].verdict == "n too small"
-    assert rows[("model", cnn, proj)].welch is None
+    assert rows[("model", cnn, proj)].test is None
 
 
 def test_pair_differences_holm_across_tested_pairs(logs: Path) -> None:
     diffs = compare.pair_differences(v1_table(logs))
-    tested = [d for d in diffs if d.welch is not None]
+    tested = [d for d in diffs if d.test is not None]
     assert len(tested) == 3  # the projective group has one seed: no test, not in the family
-    assert [d.holm_p for d in tested] == pytest.approx(stats.holm([d.welch.p for d in tested]))
-    assert all(d.holm_p is None for d in diffs if d.welch is None)
+    assert [d.holm_p for d in tested] == pytest.approx(stats.holm([d.test.p for d in tested]))
+    assert all(d.holm_p is None for d in diffs if d.test is None)
     # One comparison in the table: nothing to adjust.
     two = [
         g
@@ -318,8 +384,9 @@ def test_pair_differences_holm_across_tested_pairs(logs: Path) -> None:
 def test_holm_can_overturn_a_raw_significance() -> None:
     def group(label: str, accs: list[float]) -> compare.GroupStats:
         values = (label,)
+        seeds = [10 * ord(label) + i for i in range(len(accs))]  # no shared seeds: Welch
         return compare.GroupStats(
-            key=(("x", label),), n=len(accs), seeds=list(range(len(accs))), accs=accs,
+            key=(("x", label),), n=len(accs), seeds=seeds, accs=accs,
             acc_mean=sum(accs) / len(accs), acc_std=None, acc_ci=None, loss_mean=0.0,
             loss_std=None, label=f"x={label}", values=values,
         )  # fmt: skip
@@ -334,7 +401,7 @@ def test_holm_can_overturn_a_raw_significance() -> None:
     ab = next(
         d for d in compare.pair_differences(table) if (d.a.label, d.b.label) == ("x=a", "x=b")
     )
-    assert ab.welch.p < 0.05 and ab.welch.significant
+    assert ab.test.p < 0.05 and ab.test.significant
     assert ab.holm_p >= 0.05 and ab.verdict == "no significant difference"
 
 
@@ -395,8 +462,15 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
         r"model=stn activation=relu transform=affine & 91.00 $\pm$ 1.00 (n=3) & [88.52, 93.48] \\"
         in tex
     )
-    assert r"$-$0.50 & [$-$2.77, +1.77]" in tex  # a minus, not a hyphen
+    assert r"$-$0.50 & [$-$2.98, +1.98] & paired t" in tex  # a minus, not a hyphen
     assert "%" not in tex.replace(r"\%", "").split("\n", 1)[1]  # every % escaped after line 1
+
+    per_seed = md.split("### Per-seed differences (pp)")[1].split("##")[0]
+    assert "| A | B | seed 0 | seed 1 | seed 2 | mean |" in per_seed
+    assert "| −1.50 |" not in per_seed and "| -1.50 | +0.50 | -0.50 | -0.50 |" in per_seed
+    assert len(per_seed.strip().splitlines()) == 3  # only the paired stn-vs-leaky row
+    assert {r["test"] for r in diffs} == {"Welch", "paired t", ""}
+    assert act["test"] == "paired t" and act["wilcoxon_p"] and act["correlation"]
 
     differences_section = md.split("## Differences")[1].split("## Failed")[0]
     assert "**significant**" in differences_section

@@ -16,8 +16,8 @@ The layers, each a few pure functions usable from a notebook:
 - :mod:`.groups` -- :func:`build_table` groups results by their whole resolved config minus the
   seed and the result-neutral keys, counts a repeated seed once and names each group by the
   settings that vary; :func:`pair_differences` lists the pairs that differ in one setting.
-- :mod:`.stats` -- Welch's test and interval, the mean's interval and Holm's correction, on
-  ``scipy.stats``.
+- :mod:`.stats` -- paired (by seed) and Welch t tests with their intervals, Wilcoxon, the
+  mean's interval and Holm's correction, on ``scipy.stats``.
 - :mod:`.report` -- ``compare.md``, ``compare.csv``, ``differences.csv``, ``compare.tex`` and
   ``compare.png``.
 - :mod:`.cli` -- :func:`main`, the command line.

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stn_lab.compare",
         description="Aggregate finished runs over seeds, tabulate them, plot them and test "
-        "one-setting differences (Welch 95%% CI, Holm across pairs). Reads only metrics.json "
+        "one-setting differences (paired t over shared seeds, else Welch; 95%% CI; Holm across "
+        "pairs). Reads only metrics.json "
         "files.",
     )
     parser.add_argument(

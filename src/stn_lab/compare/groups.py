@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stn_lab.compare.records import NA, GroupKey, RunRecord, Setting
-from stn_lab.compare.stats import CONFIDENCE, WelchResult, holm, mean_interval, welch_ci
+from stn_lab.compare.stats import (
+    CONFIDENCE,
+    PAIRED,
+    TTestResult,
+    holm,
+    mean_interval,
+    paired_ci,
+    welch_ci,
+)
 
 #: The Hydra choice whose ``n/a`` settings match anything when it differs (a CNN has no
 #: localiser, so an STN group and a CNN group pair up if everything else matches).
@@ -237,25 +245,41 @@ class Difference:
     varied: str  # the setting that differs, as labels name it
     a: GroupStats
     b: GroupStats
-    welch: WelchResult | None  # None when either group has n < 2
+    test: TTestResult | None  # None when either group has n < 2
     shared: str = ""  # the naming settings both groups share (n/a on one side counts as shared)
     holm_p: float | None = None  # Holm-adjusted p when the table tests more than one pair
 
     @property
     def verdict(self) -> str:
         """Significant when the (Holm-adjusted, if several pairs) p is below 1 - CONFIDENCE."""
-        if self.welch is None:
+        if self.test is None:
             return N_TOO_SMALL
-        p = self.welch.p if self.holm_p is None else self.holm_p
+        p = self.test.p if self.holm_p is None else self.holm_p
         return SIGNIFICANT if p < 1.0 - CONFIDENCE else NOT_SIGNIFICANT
 
     @property
     def diff(self) -> float:
         return self.b.acc_mean - self.a.acc_mean
 
+    @property
+    def per_seed(self) -> dict[int, float]:
+        """``{seed: B - A}`` for a paired comparison, else empty."""
+        if self.test is None or self.test.test != PAIRED:
+            return {}
+        return {
+            s: vb - va for s, va, vb in zip(self.a.seeds, self.a.accs, self.b.accs, strict=True)
+        }
+
+
+def compare_groups(a: GroupStats, b: GroupStats) -> TTestResult | None:
+    """Paired t test when both groups ran the same seeds (each seed shares the split, data
+    order and distortion draws on both sides), else Welch's test; ``None`` if n < 2."""
+    same_seeds = a.seeds == b.seeds and None not in a.seeds
+    return paired_ci(a.accs, b.accs) if same_seeds else welch_ci(a.accs, b.accs)
+
 
 def pair_differences(table: Table) -> list[Difference]:
-    """Every pair of groups differing in one naming setting, with Welch's test of ``B - A``.
+    """Every pair of groups differing in one naming setting, tested by :func:`compare_groups`.
 
     A and B are ordered alphabetically by the value of the varied setting (e.g. ``cnn`` before
     ``stn``, so the model rows read "STN minus CNN"). When more than one pair has a test, their
@@ -277,13 +301,13 @@ def pair_differences(table: Table) -> list[Difference]:
                 for s, va, vb in zip(names, a.values, b.values, strict=True)
                 if s != setting and (va, vb) != (NA, NA)
             ]
-            welch = welch_ci(a.accs, b.accs)
-            out.append((idx, Difference(setting_name(setting), a, b, welch, " ".join(shared))))
+            result = compare_groups(a, b)
+            out.append((idx, Difference(setting_name(setting), a, b, result, " ".join(shared))))
     out.sort(key=lambda item: (item[0], item[1].a.values, item[1].b.values))
     diffs = [d for _, d in out]
-    tested = [i for i, d in enumerate(diffs) if d.welch is not None]
+    tested = [i for i, d in enumerate(diffs) if d.test is not None]
     if len(tested) > 1:
-        adjusted = holm([diffs[i].welch.p for i in tested])
+        adjusted = holm([diffs[i].test.p for i in tested])
         for i, p in zip(tested, adjusted, strict=True):
             diffs[i] = dataclasses.replace(diffs[i], holm_p=p)
     return diffs

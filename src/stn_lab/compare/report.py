@@ -113,7 +113,7 @@ def per_class_table(table: Table) -> str:
 
 def difference_cells(d: Difference) -> dict[str, str]:
     """One compared pair's cells of the differences table, by column name."""
-    w = d.welch
+    w = d.test
     return {
         "varied": d.varied,
         "A": d.a.label,
@@ -125,9 +125,12 @@ def difference_cells(d: Difference) -> dict[str, str]:
         f"{100 * CONFIDENCE:.0f}% CI (pp)": _interval(
             None if w is None else (w.low, w.high), "+.2f"
         ),
+        "test": "" if w is None else w.test,
         "df": "" if w is None else f"{w.df:.1f}",
         "p": _p(None if w is None else w.p),
         "Holm p": _p(d.holm_p),
+        "Wilcoxon p": _p(None if w is None else w.wilcoxon_p),
+        "r": "" if w is None or w.correlation is None else f"{w.correlation:.2f}",
         "result": d.verdict,
     }
 
@@ -140,6 +143,24 @@ def differences_table(diffs: Sequence[Difference]) -> str:
         if r["result"] == SIGNIFICANT:
             r["result"] = f"**{SIGNIFICANT}**"
     return _md_table(list(rows[0]), [list(r.values()) for r in rows])
+
+
+def per_seed_table(diffs: Sequence[Difference]) -> str:
+    """B − A per seed (pp) for every paired comparison, one column per seed."""
+    paired = [d for d in diffs if d.per_seed]
+    if not paired:
+        return "_No pair of groups ran the same seeds._"
+    seeds = sorted({s for d in paired for s in d.per_seed})
+    rows = [
+        [
+            d.a.label,
+            d.b.label,
+            *(f"{100 * d.per_seed[s]:+.2f}" if s in d.per_seed else "" for s in seeds),
+            f"{100 * d.diff:+.2f}",
+        ]
+        for d in paired
+    ]
+    return _md_table(["A", "B", *(f"seed {s}" for s in seeds), "mean"], rows)
 
 
 def notes_list(table: Table) -> str:
@@ -233,12 +254,20 @@ def render_markdown(
         "",
         "Pairs of groups that differ in exactly one setting (`n/a` matches anything when the "
         "model differs). B − A is the difference in mean test accuracy in percentage points; "
-        f"the {100 * CONFIDENCE:.0f}% confidence interval and p come from Welch's t test "
-        "(Welch–Satterthwaite df). With more than one tested pair, Holm p adjusts p across "
-        f"all of them; **significant** means the Holm p (else p) is below {1 - CONFIDENCE:.2f}. "
-        "The interval is not adjusted. Needs at least 2 seeds per group.",
+        f"the {100 * CONFIDENCE:.0f}% confidence interval and p come from the test the row "
+        "names. When both groups ran the same seeds it is the **paired t** test on the "
+        "per-seed differences (a seed shares the split, data order and distortion draws on "
+        "both sides), with the Wilcoxon signed-rank p and the correlation r of the pairs "
+        "beside it; otherwise **Welch**'s t test (Welch–Satterthwaite df). With more than one "
+        "tested pair, Holm p adjusts p across all of them; **significant** means the Holm p "
+        f"(else p) is below {1 - CONFIDENCE:.2f}. The interval is not adjusted. Needs at least "
+        "2 seeds per group.",
         "",
         differences_table(diffs),
+        "",
+        "### Per-seed differences (pp)",
+        "",
+        per_seed_table(diffs),
         "",
         "## Notes",
         "",
@@ -354,14 +383,17 @@ def write_differences_csv(path: Path, diffs: Sequence[Difference]) -> None:
         "ci_high",
         "df",
         "t_crit",
+        "test",
         "p",
         "p_holm",
+        "wilcoxon_p",
+        "correlation",
         "confidence",
         "result",
     ]
     rows: list[list[Any]] = [head]
     for d in diffs:
-        w = d.welch
+        w = d.test
         rows.append(
             [
                 d.varied,
@@ -377,8 +409,11 @@ def write_differences_csv(path: Path, diffs: Sequence[Difference]) -> None:
                 _num(None if w is None else w.high),
                 _num(None if w is None else w.df),
                 _num(None if w is None else w.t_crit),
+                "" if w is None else w.test,
                 _num(None if w is None else w.p),
                 _num(d.holm_p),
+                _num(None if w is None else w.wilcoxon_p),
+                _num(None if w is None else w.correlation),
                 CONFIDENCE,
                 d.verdict,
             ]
@@ -393,6 +428,7 @@ TEX_DIFFERENCE_COLUMNS = (
     "B",
     "B − A (pp)",
     f"{100 * CONFIDENCE:.0f}% CI (pp)",
+    "test",
     "p",
     "Holm p",
     "result",
@@ -439,9 +475,10 @@ def render_tex(table: Table, diffs: Sequence[Difference]) -> str:
             "",
             r"\begin{table}[t]",
             r"\centering",
-            r"\caption{Differences in mean test accuracy (B $-$ A, percentage points), Welch's "
+            r"\caption{Differences in mean test accuracy (B $-$ A, percentage points): "
             + level
-            + r"\% interval and p; Holm p adjusts across the tested pairs.}",
+            + r"\% interval and p of a paired t test over shared seeds, else Welch's t test; "
+            r"Holm p adjusts across the tested pairs.}",
             *_tex_tabular(TEX_DIFFERENCE_COLUMNS, [difference_cells(d) for d in diffs]),
             r"\end{table}",
         ]
