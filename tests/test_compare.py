@@ -651,6 +651,15 @@ def test_epochs_split_groups(tmp_path: Path) -> None:
     assert not any(g.duplicates for g in table.groups)
 
 
+def test_numeric_settings_sort_by_value(tmp_path: Path) -> None:
+    runs = [v2_metrics(s, 0.7 + e / 100, trainer__max_epochs=e) for e in (10, 2) for s in (0, 1)]
+    table = write_v2(tmp_path, runs)
+    assert [g.label for g in table.groups] == ["trainer.max_epochs=2", "trainer.max_epochs=10"]
+    (diff,) = compare.pair_differences(table)
+    assert (diff.a.label, diff.b.label) == ("trainer.max_epochs=2", "trainer.max_epochs=10")
+    assert diff.diff == pytest.approx(0.08)
+
+
 def test_result_neutral_keys_do_not_split_groups(tmp_path: Path) -> None:
     neutral = {
         "paths__log_dir": "elsewhere",

@@ -9,6 +9,7 @@ and tests each difference (:mod:`.stats`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -169,7 +170,10 @@ def naming_settings(described: Sequence[dict[Setting, str]]) -> list[Setting]:
     configs: set[Setting] = set()
     for d in described:
         for s in d:
-            (choices.setdefault(s, None) if s[0] == "choice" else configs.add(s))
+            if s[0] == "choice":
+                choices.setdefault(s, None)
+            else:
+                configs.add(s)
     kept: list[Setting] = []
     for s in [*choices, *sorted(configs)]:
         seen: dict[tuple[str, ...], str] = {}
@@ -192,6 +196,18 @@ def label(values: Sequence[str], names: Sequence[Setting]) -> str:
     return " ".join(parts or (f"{setting_name(s)}={v}" for s, v in zip(names, values, strict=True)))
 
 
+def natural(values: Sequence[str]) -> tuple[tuple[int, float, str], ...]:
+    """Sort key for setting values: numbers by value (``2`` before ``10``), then text."""
+    key = []
+    for v in values:
+        try:
+            number = float(v)
+        except ValueError:
+            number = math.nan
+        key.append((0, number, "") if math.isfinite(number) else (1, 0.0, v))
+    return tuple(key)
+
+
 def build_table(runs: Iterable[RunRecord]) -> Table:
     """Group ``runs``, aggregate each group and name it; groups sorted by their label values."""
     groups = [aggregate(k, v) for k, v in group_runs(runs).items()]
@@ -200,7 +216,7 @@ def build_table(runs: Iterable[RunRecord]) -> Table:
     for g in groups:
         values = tuple(g.described.get(s, NA) for s in names)
         named.append(dataclasses.replace(g, values=values, label=label(values, names)))
-    named.sort(key=lambda g: (g.values, g.key))
+    named.sort(key=lambda g: (natural(g.values), g.key))
     fixed: dict[str, str] = {}
     if named:
         first = named[0].described
@@ -281,9 +297,10 @@ def compare_groups(a: GroupStats, b: GroupStats) -> TTestResult | None:
 def pair_differences(table: Table) -> list[Difference]:
     """Every pair of groups differing in one naming setting, tested by :func:`compare_groups`.
 
-    A and B are ordered alphabetically by the value of the varied setting (e.g. ``cnn`` before
-    ``stn``, so the model rows read "STN minus CNN"). When more than one pair has a test, their
-    p-values are Holm-adjusted together: the table is one family of comparisons.
+    A and B are ordered by the value of the varied setting, numbers by value and text
+    alphabetically (``cnn`` before ``stn``, so the model rows read "STN minus CNN"). When more
+    than one pair has a test, their p-values are Holm-adjusted together: the table is one
+    family of comparisons.
     """
     names = table.names
     out: list[tuple[int, Difference]] = []
@@ -293,9 +310,8 @@ def pair_differences(table: Table) -> list[Difference]:
             if setting is None:
                 continue
             idx = names.index(setting)
-            a, b = (
-                (ga, gb) if (ga.values[idx], ga.values) <= (gb.values[idx], gb.values) else (gb, ga)
-            )
+            first = natural((ga.values[idx], *ga.values)) <= natural((gb.values[idx], *gb.values))
+            a, b = (ga, gb) if first else (gb, ga)
             shared = [
                 f"{setting_name(s)}={va if va != NA else vb}"
                 for s, va, vb in zip(names, a.values, b.values, strict=True)
@@ -303,7 +319,7 @@ def pair_differences(table: Table) -> list[Difference]:
             ]
             result = compare_groups(a, b)
             out.append((idx, Difference(setting_name(setting), a, b, result, " ".join(shared))))
-    out.sort(key=lambda item: (item[0], item[1].a.values, item[1].b.values))
+    out.sort(key=lambda item: (item[0], natural(item[1].a.values), natural(item[1].b.values)))
     diffs = [d for _, d in out]
     tested = [i for i, d in enumerate(diffs) if d.test is not None]
     if len(tested) > 1:
