@@ -11,11 +11,13 @@ import torch
 from conftest import compose_cfg
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.models.network import Network
+from stn_lab.loggers import build_callbacks, build_loggers
 from stn_lab.train import build
 
 
@@ -126,7 +128,7 @@ def test_debug_options_instantiate(debug):
     if debug == "fdr":
         assert trainer.fast_dev_run
     else:
-        assert trainer.overfit_batches > 0 and cfg.data.steps_per_batch == 1
+        assert trainer.overfit_batches > 0
 
 
 def test_paths_come_from_the_environment(monkeypatch, tmp_path):
@@ -169,6 +171,9 @@ def test_every_option_of_every_group_builds_a_whole_run(group, option, tmp_path)
     if not (group == "trainer" and option.startswith("gpu")):  # see test_trainer_options_...
         # (no GPU here: those Trainers fail to build, which that test checks)
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
+    cfg.paths.output_dir = str(tmp_path)
+    assert all(isinstance(c, L.Callback) for c in build_callbacks(cfg.callbacks))
+    assert all(isinstance(lg, Logger) for lg in build_loggers(cfg.logger, tmp_path))
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

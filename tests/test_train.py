@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.data.datamodules import SyntheticDataModule
-from stn_lab.train import build, in_loaded_batches, train
+from stn_lab.train import build, train
 
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
 # Every STN combination; the baselines ignore localiser/activation/transform, so they run once
@@ -104,63 +104,39 @@ def fit_quietly(overrides: list[str]):
     "overrides, expected_lr",
     [
         # Per epoch: StepLR(step_size=1, gamma=0.5) stepped after each of 2 epochs.
-        (["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
+        (["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5",
           "trainer.max_epochs=2"], 0.25),
         # Per step: the thirds schedule divides by 10 at 1/3 and 2/3 of 6 steps.
-        (["scheduler=thirds", "scheduler_interval=step", "trainer.max_steps=6",
-          "trainer.max_epochs=-1"], 0.01),
+        # Per step: the thirds schedule divides by 10 at 1/3 and 2/3 of a 6-step budget,
+        # from scheduler=thirds alone (its total_steps is the run's length).
+        (["scheduler=thirds", "trainer.max_steps=6", "trainer.max_epochs=-1"], 0.01),
+        # ... and of an epoch budget: 2 epochs of 4 steps.
+        (["scheduler=thirds", "trainer.max_epochs=2"], 0.01),
+        # Cosine over a step budget reaches 0 at its last step (T_max = the run's steps).
+        (["scheduler=cosine", "trainer.max_steps=6", "trainer.max_epochs=-1"], 0.0),
     ],
 )  # fmt: skip
 def test_schedulers_step_during_training(overrides, expected_lr):
-    # The module writes its optimiser step out (manual optimisation), so it steps the
-    # scheduler itself: per epoch or per step, as scheduler_interval says.
+    # Lightning steps the scheduler at the interval its config option names.
     _, _, module = fit_quietly(["model=cnn", "data.num_train=256", "optimizer.lr=1.0", *overrides])
     lrs = [group["lr"] for group in module.optimizers().optimizer.param_groups]
     assert lrs == pytest.approx([expected_lr] * len(lrs))
 
 
-def fit_steps(overrides: list[str]):
-    """An STN fitted on 400 synthetic images: (trainer, network)."""
-    trainer, network, _ = fit_quietly(["model=stn", "data.num_train=400", *overrides])
-    return trainer, network
+def test_limit_train_batches_counts_optimiser_steps():
+    trainer, _, _ = fit_quietly(["model=cnn", "trainer.limit_train_batches=5",
+                                 "trainer.max_epochs=1"])  # fmt: skip
+    assert trainer.global_step == 5
 
 
-def test_several_steps_per_batch_train_exactly_like_one_step_per_batch():
-    # 360 training images: 5 full steps of 64 and a last step of 40 per epoch, in batches of
-    # 4 steps (a full one and a short one) or of 1 step; two epochs.
-    runs = {k: fit_steps([f"data.steps_per_batch={k}", "trainer.max_epochs=2"]) for k in (1, 4)}
-    (one, net_one), (four, net_four) = runs[1], runs[4]
-    assert one.global_step == four.global_step == 12
-    assert one.num_training_batches == 6 and four.num_training_batches == 2
-    for a, b in zip(net_one.state_dict().values(), net_four.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-
-
-def test_step_budget_ends_inside_a_batch():
-    trainer, _ = fit_steps(["data.steps_per_batch=4", "trainer.max_steps=6",
-                            "trainer.max_epochs=-1"])  # fmt: skip
-    assert trainer.global_step == 6
-
-
-def test_val_check_interval_counts_steps_with_several_steps_per_batch(tmp_path):
-    # 540 training images in loaded batches of 2 steps of 64: 5 batches (9 steps). Every 4
-    # steps is every 2 batches: validation after the 2nd and the 4th batch.
+def test_val_check_interval_counts_steps(tmp_path):
+    # 540 training images in steps of 64: 9 steps; every 4 steps validates twice.
     run_in_process(tmp_path, [
-        "model=cnn", "data.num_train=600", "data.steps_per_batch=2", "trainer.max_epochs=1",
+        "model=cnn", "data.num_train=600", "trainer.max_epochs=1",
         "trainer.val_check_interval=4", "trainer.enable_model_summary=false",
     ])  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     assert sum(1 for row in rows if row.get("val/acc")) == 2
-
-
-def test_step_counts_become_whole_batches():
-    assert [in_loaded_batches(n, 8) for n in (1, 8, 9, 500)] == [1, 1, 2, 63]
-    assert in_loaded_batches(7, 1) == 7
-
-
-def test_steps_per_batch_must_be_positive():
-    with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
-        SyntheticDataModule(steps_per_batch=0)
 
 
 def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplog):
@@ -179,7 +155,7 @@ def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplo
     assert len(test["acc_per_class"]) == 10 and len(test["confusion_matrix"]) == 10
     assert sum(map(sum, test["confusion_matrix"])) == 256  # the synthetic test split
     assert test["acc"] > 0.5  # the synthetic classes are easy: 3 epochs must learn them
-    assert record["schema_version"] == 1 and record["seed"] == 0
+    assert record["schema_version"] == 2 and record["seed"] == 0
     assert record["class_names"][0] == "class_0"
 
 

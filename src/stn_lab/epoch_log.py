@@ -3,6 +3,10 @@
 The line for an epoch is written once its metrics exist. Lightning calls a callback's
 ``on_train_epoch_end`` before the LightningModule's (where the train metrics are computed), so
 the line is written at the start of the next epoch, or at the end of training for the last one.
+
+The timings travel in the checkpoint (``state_dict``): a run resumed after a kill keeps the
+epochs before it, and the interrupted epoch counts the time before the kill (up to the last
+checkpoint) plus the time after the resume.
 """
 
 from __future__ import annotations
@@ -24,16 +28,34 @@ class EpochSummary(L.Callback):
 
     def __init__(self):
         self.seconds_per_epoch: list[float] = []
-        self._start = 0.0
+        self._start: float | None = None
+        self._resumed_elapsed = 0.0
         self._pending: tuple[int, float] | None = None
+
+    def state_dict(self) -> dict:
+        elapsed = 0.0 if self._start is None else time.perf_counter() - self._start
+        return {"seconds_per_epoch": list(self.seconds_per_epoch), "elapsed": elapsed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds_per_epoch = list(state_dict["seconds_per_epoch"])
+        self._resumed_elapsed = float(state_dict["elapsed"])
+
+    def on_train_start(self, trainer, pl_module):
+        # A resume mid-epoch gets no on_train_epoch_start: the clock starts here, with the time
+        # the interrupted epoch had already run (0 after a clean epoch end).
+        self._start = time.perf_counter() - self._resumed_elapsed
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._flush(trainer)
+        if self._resumed_elapsed:  # the first epoch after a mid-epoch resume keeps its clock
+            self._resumed_elapsed = 0.0
+            return
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._start
         self.seconds_per_epoch.append(seconds)
+        self._start = None
         self._pending = (trainer.current_epoch, seconds)
 
     def on_train_end(self, trainer, pl_module):
@@ -57,7 +79,7 @@ class EpochSummary(L.Callback):
         log.info(
             "%s | train loss %s | val loss %s | val acc %s%% | %.1f s",
             where,
-            value("train/loss"),
+            value("train/loss_epoch"),
             value("val/loss"),
             value("val/acc", 100.0, ".2f"),
             seconds,

@@ -1,18 +1,27 @@
 """ClassifierModule: the one LightningModule for STN and CNN (loop, loss, metrics, optimiser).
 
-It follows the shape of Lightning's ``backbone_image_classifier`` example: the network is built
-elsewhere and handed in; this class only trains it. The optimiser and scheduler arrive as
-partials from Hydra (``_partial_: true``), so swapping Adam for SGD is a config override.
+It follows the shape of Lightning's ``backbone_image_classifier`` example: the network is a plain
+``nn.Module`` described by a Hydra config, and this class only trains it. One Lightning batch is
+one optimiser step (automatic optimisation), so every Trainer flag (gradient clipping,
+accumulation, ``limit_*_batches``, ``val_check_interval``, ``max_steps``) means what Lightning's
+documentation says.
+
+The constructor takes configs (plain mappings with ``_target_``), not built objects, and saves
+them as hyperparameters: ``ClassifierModule.load_from_checkpoint(path)`` rebuilds the network
+from any folder.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -21,75 +30,149 @@ from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
 DEGENERATE = ("collapsed to under a pixel", "left the image")  # step_health's two columns
+SCHEDULER_INTERVALS = ("epoch", "step")
 
 
 class TrainingFault(RuntimeError):
     """Training went wrong in a way that more steps will not fix (NaN loss, runaway STN)."""
 
 
-class ClassifierModule(L.LightningModule):
-    """Cross-entropy training of ``network`` with accuracy, loss and per-class accuracy.
+def _plain(config: Mapping | DictConfig | None) -> dict | None:
+    """A config as plain containers (what a checkpoint can store and reload)."""
+    if config is None or isinstance(config, dict):
+        return config
+    return OmegaConf.to_container(OmegaConf.create(config), resolve=True)
 
-    Logged keys: ``<stage>/loss``, ``<stage>/acc`` and ``<stage>/acc_class_<k>`` for ``val`` and
-    ``test``. After testing, :attr:`test_results` holds the numbers ``metrics.json`` records.
+
+def _eval_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "loss": MeanMetric(nan_strategy="disable"),  # a NaN loss shows as NaN
+            "acc_class": MulticlassAccuracy(num_classes, average="none"),
+        }
+    )
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of a network with accuracy, loss and per-class accuracy.
+
+    Args:
+        network: the network's config (``_target_`` plus its arguments, including the data's
+            ``in_channels``, ``image_size`` and ``num_classes``).
+        optimizer: the optimiser's config, a partial (``_partial_: true``) taking the parameter
+            groups.
+        num_classes: number of classes (for the metrics).
+        scheduler: ``None``, or Lightning's lr-scheduler dict: ``scheduler`` (a partial taking the
+            optimiser), ``interval`` (``epoch`` or ``step``), optional ``frequency`` and
+            ``total_steps_arg``: the name of the scheduler argument that receives the run's
+            optimiser steps (``trainer.estimated_stepping_batches``) when left unset.
+        on_fault: what a non-finite loss or a degenerate STN does: ``stop`` (raise
+            :class:`TrainingFault`; the last checkpoint is the last good model), ``skip`` (no
+            optimiser step for that batch; counted) or ``off``.
+        degenerate_fraction: the share of a batch's grids that must collapse or leave the image
+            for the batch to count as degenerate.
+        channels_last: convolution weights in NHWC, so oneDNN runs convolutions in that layout.
+
+    Logged keys: ``train/loss`` (every ``log_every_n_steps`` steps), ``train/loss_epoch`` and
+    ``train/acc`` per epoch, and ``<stage>/loss``, ``<stage>/acc``, ``<stage>/acc_class_<k>`` for
+    ``val`` and ``test``. After testing, :attr:`test_results` holds what ``metrics.json`` records.
     """
 
     def __init__(
         self,
-        network: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        network: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
         num_classes: int,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        scheduler_interval: str = "epoch",
+        scheduler: Mapping[str, Any] | None = None,
         on_fault: str = "stop",
         degenerate_fraction: float = 0.5,
-        step_batch_size: int | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
-        self.network = network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(
-                f"scheduler_interval must be epoch or step, got {scheduler_interval!r}"
-            )
-        self.scheduler_interval = scheduler_interval
         if on_fault not in FAULT_ACTIONS:
-            raise ValueError(f"on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
-        self.on_fault = on_fault
-        self.degenerate_fraction = degenerate_fraction
-        # A training batch may hold several optimiser steps' worth of images (the DataModule's
-        # steps_per_batch): one step per slice of this size. None: one step per batch.
-        self.step_batch_size = step_batch_size
-        self.skipped_batches = 0
-        self.num_classes = num_classes
-        # Validation and test use torchmetrics (per-class accuracy, DDP sync), under keys
-        # "<stage>_metrics".
-        self.stage_metrics = nn.ModuleDict(
+            raise ValueError(f"faults.on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
+        scheduler = _plain(scheduler)
+        if scheduler is not None and scheduler.get("interval", "epoch") not in SCHEDULER_INTERVALS:
+            raise ValueError(
+                f"scheduler.interval must be epoch or step, got {scheduler.get('interval')!r}"
+            )
+        self.save_hyperparameters(
             {
-                f"{stage}_metrics": MetricCollection(
-                    {
-                        "acc": MulticlassAccuracy(num_classes, average="micro"),
-                        "loss": MeanMetric(nan_strategy="disable"),  # a NaN loss shows as NaN
-                        "acc_class": MulticlassAccuracy(num_classes, average="none"),
-                    }
-                )
-                for stage in ("val", "test")
-            }
+                "network": _plain(network),
+                "optimizer": _plain(optimizer),
+                "num_classes": num_classes,
+                "scheduler": scheduler,
+                "on_fault": on_fault,
+                "degenerate_fraction": degenerate_fraction,
+                "channels_last": channels_last,
+            },
+            logger=False,  # the run's whole config is logged by train.py
         )
-        # Training keeps running sums instead (a few tensor ops per step; torchmetrics' update
-        # machinery cost ~1 ms per step here, 15% of a 28 px CNN step): loss * n, correct, n.
-        self._train_tally: list[torch.Tensor | int] | None = None
+        self.network: nn.Module = instantiate(self.hparams.network)
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        self.skipped_batches = 0
+        # Training metrics are cheap: accuracy without per-call argument checks, and the loss
+        # mean without a NaN scan (a NaN loss is caught by the fault check instead).
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        # Validation and test: per-class accuracy too (synced across DDP processes).
+        self.stage_metrics = nn.ModuleDict(
+            {f"{stage}_metrics": _eval_metrics(num_classes) for stage in ("val", "test")}
+        )
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.test_results: dict | None = None
-        # The optimiser step is written out in training_step (manual optimisation): Lightning's
-        # automatic closure machinery cost ~0.4 ms per step here, 5% of a 28 px CNN step.
-        # Trainer-level gradient clipping and accumulation are therefore not available.
-        self.automatic_optimization = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        penalty = self.network.penalty()
+        total = loss if penalty is None else loss + penalty
+        if self.hparams.on_fault != "off":
+            fault = self._fault(total.detach())
+            if fault is not None and self.hparams.on_fault == "stop":
+                raise TrainingFault(
+                    f"{fault} at step {self.global_step} (epoch {self.current_epoch + 1})"
+                )
+            if fault is not None:
+                self.skipped_batches += 1
+                self.log("train/skipped_batches", float(self.skipped_batches))
+                return None  # Lightning takes no optimiser step for this batch
+        # Only steps that train are counted, so a skipped NaN step leaves no trace.
+        self.train_acc.update(logits.detach().argmax(dim=1), y)
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        return total
+
+    def _fault(self, loss: torch.Tensor) -> str | None:
+        """What went wrong in this step, or None: a non-finite loss, or too many degenerate STN
+        grids (one read-back for both)."""
+        health = step_health([self.network.health_points()])
+        row = (
+            loss.float().view(1) if health is None else torch.cat([loss.float().view(1), health[0]])
+        )
+        value, *fractions = row.tolist()
+        if not math.isfinite(value):
+            return f"non-finite loss ({value})"
+        # Without an STN there are no fractions (strict=False).
+        for what, fraction in zip(DEGENERATE, fractions, strict=False):
+            if fraction > self.hparams.degenerate_fraction:
+                return f"degenerate STN: the grid {what} for {fraction:.0%} of the batch"
+        return None
+
+    def on_train_epoch_end(self):
+        # Logged as metric objects: Lightning computes (and syncs across DDP) and resets them.
+        if self.train_loss.update_called:
+            self.log("train/acc", self.train_acc, prog_bar=True)
+            self.log("train/loss_epoch", self.train_loss)
+
+    # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch, stage: str) -> None:
         """Validation or test: loss, accuracy, per-class accuracy (and the confusion matrix)."""
         x, y = batch
@@ -102,75 +185,6 @@ class ClassifierModule(L.LightningModule):
         metrics["loss"].update(loss.detach(), weight=len(y))
         if stage == "test":
             self.confusion.update(preds, y)
-
-    def _tally(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        correct = (logits.argmax(dim=1) == y).sum()
-        if self._train_tally is None:
-            self._train_tally = [loss.detach() * len(y), correct, len(y)]
-            return
-        self._train_tally[0] += loss.detach() * len(y)
-        self._train_tally[1] += correct
-        self._train_tally[2] += len(y)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        size = self.step_batch_size or len(y)
-        # Each slice is one optimiser step, as if it were its own batch. A step budget
-        # (trainer.max_steps) ends mid-batch when it runs out there.
-        budget = self.trainer.max_steps
-        first_step = self.global_step
-        optimizer = self.optimizers()
-        checks = []  # (loss, STN health points) of each step, for on_fault=stop
-        for x_step, y_step in zip(x.split(size), y.split(size), strict=True):
-            if 0 <= budget <= self.global_step:
-                break
-            logits = self(x_step)
-            loss = F.cross_entropy(logits, y_step)
-            penalty = self.network.penalty()
-            total = loss if penalty is None else loss + penalty
-            if self.on_fault == "skip":
-                fault = self._first_fault([(total.detach(), self.network.health_points())])
-                if fault is not None:
-                    self.skipped_batches += 1
-                    self.log("train/skipped_batches", float(self.skipped_batches))
-                    continue  # no backward, no optimiser step for these images
-            elif self.on_fault == "stop":
-                checks.append((total.detach(), self.network.health_points()))
-            # Only steps that train are counted, so a skipped NaN step leaves no trace.
-            self._tally(logits, y_step, loss)
-            optimizer.zero_grad()
-            self.manual_backward(total)
-            optimizer.step()
-            if self.scheduler_interval == "step":
-                self._step_scheduler()
-        fault = self._first_fault(checks) if checks else None
-        if fault is not None:
-            # Read back once per batch, not per step. Raising keeps the last good checkpoint:
-            # checkpoints are only written after a batch, so the steps taken since are dropped.
-            index, what = fault
-            raise TrainingFault(
-                f"{what} at step {first_step + index} (epoch {self.current_epoch + 1})"
-            )
-
-    def _step_scheduler(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-
-    def _first_fault(self, checks: list) -> tuple[int, str] | None:
-        """The first of ``checks`` (``(loss, health points)`` per step) that went wrong, as
-        ``(index, what)``, or None: a non-finite loss, or too many degenerate STN grids."""
-        losses = torch.stack([loss.float() for loss, _ in checks]).unsqueeze(1)
-        health = step_health([points for _, points in checks])
-        table = losses if health is None else torch.cat([losses, health], dim=1)
-        for index, (loss, *fractions) in enumerate(table.tolist()):  # one read-back
-            if not math.isfinite(loss):
-                return index, f"non-finite loss ({loss})"
-            # Without an STN there are no fractions (strict=False).
-            for what, fraction in zip(DEGENERATE, fractions, strict=False):
-                if fraction > self.degenerate_fraction:
-                    return index, f"degenerate STN: the grid {what} for {fraction:.0%} of the batch"
-        return None
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -193,22 +207,6 @@ class ClassifierModule(L.LightningModule):
         self.log_dict(per_class, sync_dist=True)
         return values
 
-    def on_train_epoch_end(self):
-        if self.scheduler_interval == "epoch":
-            self._step_scheduler()
-        # Every process takes part in the reduce, even one whose batches were all skipped.
-        loss_sum, correct, count = self._train_tally or (0.0, 0, 0)
-        self._train_tally = None
-        totals = torch.tensor([float(loss_sum), float(correct), float(count)], device=self.device)
-        # Sum over DDP processes (a no-op on one), then the same value is logged everywhere.
-        loss_sum, correct, count = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        if count > 0:
-            self.log_dict(
-                {"train/acc": correct / count, "train/loss": loss_sum / count},
-                prog_bar=True,
-                sync_dist=True,
-            )
-
     def on_validation_epoch_end(self):
         self._log_epoch("val")
 
@@ -222,19 +220,22 @@ class ClassifierModule(L.LightningModule):
         }
         self.confusion.reset()
 
+    # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
+        factory = instantiate(self.hparams.optimizer)
         # Each group's lr is the optimiser's lr times the group's multiplier (STN lr_mult).
-        probe = self.optimizer_factory([torch.zeros(1, requires_grad=True)])
-        base_lr = probe.defaults["lr"]
+        base_lr = factory([torch.zeros(1, requires_grad=True)]).defaults["lr"]
         groups = [
             {"params": g["params"], "lr": base_lr * g.get("lr_mult", 1.0)}
             for g in self.network.param_groups()
         ]
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
+        optimizer = factory(groups)
+        if self.hparams.scheduler is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        config = dict(self.hparams.scheduler)
+        length_arg = config.pop("total_steps_arg", None)
+        make = instantiate(config.pop("scheduler"))
+        if length_arg and make.keywords.get(length_arg) is None:
+            # The run's length in optimiser steps, under an epoch or a step budget alike.
+            make.keywords[length_arg] = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": make(optimizer), **config}}

@@ -11,7 +11,22 @@ from pathlib import Path
 
 from stn_lab.atomic import atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Settings that never change what a run learns (where files go, how often things are printed or
+#: saved): a resume may change them, and ``compare`` does not group by them. Entries ending in
+#: ``.`` are prefixes; ``callbacks.early_stopping.`` changes results and is not ignored.
+RESULT_NEUTRAL = (
+    "seed", "ckpt_path", "checkpoint_every_n_steps", "paths.", "hydra.", "logger.",
+    "callbacks.", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "trainer.default_root_dir", "data.data_dir",
+    "data.num_workers", "data.keep_on_device", "data.download",
+)  # fmt: skip
+RESULT_RELEVANT = ("callbacks.early_stopping.",)
+#: What a resume may change besides those: how long to train.
+RESUMABLE = ("trainer.max_epochs", "trainer.max_steps")
+#: Trainer settings that make a run a check, not a result.
+DEBUG_FLAGS = ("fast_dev_run", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+               "overfit_batches")  # fmt: skip
 NOT_APPLICABLE = "n/a"
 # Groups that only shape the STN: for a plain CNN their choice changes nothing.
 STN_ONLY_GROUPS = ("localiser", "localiser_net", "activation", "transform")
@@ -19,6 +34,56 @@ STN_ONLY_GROUPS = ("localiser", "localiser_net", "activation", "transform")
 
 def write_json_atomic(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2))
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def result_neutral(key: str) -> bool:
+    """Whether a dotted config key leaves what a run learns unchanged."""
+    if key.startswith(RESULT_RELEVANT):
+        return False
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESULT_NEUTRAL)
+
+
+def changed_settings(old: dict, new: dict, allowed=RESUMABLE) -> dict[str, tuple]:
+    """The result-relevant settings (dotted keys) that differ between two resolved configs,
+    as ``{key: (old, new)}``, leaving out ``allowed`` ones."""
+    a, b = flatten(old), flatten(new)
+    return {
+        key: (a.get(key), b.get(key))
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key) != b.get(key) and not result_neutral(key) and key not in allowed
+    }
+
+
+def _is_debug(name: str, value) -> bool:
+    if value is None or value is False:
+        return False
+    if name == "fast_dev_run":
+        return True  # True or a batch count
+    if name == "overfit_batches":
+        return value != 0
+    return not (isinstance(value, float) and value == 1.0)  # limit_*: 1.0 is the whole split
+
+
+def debug_flags(trainer_config: dict) -> list[str]:
+    """The trainer settings in effect that make a run a check rather than a result, e.g.
+    ``["fast_dev_run"]`` or ``["limit_train_batches=5"]``."""
+    return [
+        name if value is True else f"{name}={value}"
+        for name in DEBUG_FLAGS
+        if _is_debug(name, value := trainer_config.get(name))
+    ]
 
 
 def record_choices(
@@ -49,6 +114,12 @@ def metrics_record(
     skipped_batches: int = 0,
     params: dict | None = None,
     best_checkpoint: str | None = None,
+    config: dict | None = None,
+    debug: list[str] | None = None,
+    step: int = 0,
+    diverged: bool = False,
+    best_val_acc: float | None = None,
+    resumes: list[dict] | None = None,
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -64,4 +135,10 @@ def metrics_record(
         "skipped_batches": skipped_batches,
         "params": params,
         "best_checkpoint": best_checkpoint,
+        "config": config,
+        "debug": debug or [],
+        "step": step,
+        "diverged": diverged,
+        "best_val_acc": best_val_acc,
+        "resumes": resumes or [],
     }

@@ -11,7 +11,7 @@ def thirds_step_lr(
 ) -> MultiStepLR:
     """The paper's schedule: the rate is divided by 10 at one third and at two thirds of training.
 
-    Stepped per optimiser step (``scheduler_interval: step``), so one ``total_steps`` scales it.
+    Stepped per optimiser step (``interval: step`` in ``conf/scheduler/thirds.yaml``).
     """
     if total_steps < 3:
         raise ValueError(f"total_steps must be >= 3 for a thirds schedule, got {total_steps}")

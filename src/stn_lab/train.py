@@ -1,9 +1,13 @@
 """Train one model (or, with ``-m``, a sweep): ``python -m stn_lab.train model=stn data=...``.
 
-Flow: seed everything -> build the DataModule -> build the network for the data's shape -> wrap it
-in :class:`ClassifierModule` -> fit -> test on the best checkpoint -> write ``metrics.json``.
+Flow: seed everything -> build the DataModule -> build the network for the data's shape inside
+:class:`ClassifierModule` -> fit -> test on the best checkpoint -> write ``metrics.json``.
 Everything lands in the run's Hydra output directory (``logs/runs/...`` or
 ``logs/multiruns/.../<job>``).
+
+What the record says is what trained: ``metrics.json`` holds the resolved config; a finished
+run's folder is never rewritten with other settings; a resume may only change how long to train,
+and says so. SIGTERM and Ctrl-C save ``last.ckpt`` and record the run as ``interrupted``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -22,151 +28,328 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from stn_lab.checkpointing import (
+    LAST,
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    LastCheckpoint,
+    check_readable,
+)
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.sources import DataError
 from stn_lab.epoch_log import EpochSummary
+from stn_lab.loggers import (
+    MissingExtra,
+    build_callbacks,
+    build_loggers,
+    publish_artifacts,
+    restore_history,
+)
 from stn_lab.module import ClassifierModule, TrainingFault
-from stn_lab.run_record import metrics_record, record_choices, write_json_atomic
-from stn_lab.viz.callbacks import RunArtefacts
+from stn_lab.run_record import (
+    changed_settings,
+    debug_flags,
+    metrics_record,
+    record_choices,
+    write_json_atomic,
+)
 
 log = logging.getLogger("stn_lab")
 
 # A short random id makes run directories unique even for jobs started in the same second.
 OmegaConf.register_new_resolver("run_id", lambda: uuid.uuid4().hex[:6], use_cache=True)
 
+#: Exit codes of a run stopped by a signal (the shell's 128 + signal number).
+SIGNAL_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+TRAINED_HYDRA = "trained"  # .hydra/trained/: the Hydra files of the run that completed
+
 
 class UserError(Exception):
     """A problem the user can fix (bad option value, missing data): shown as one line."""
+
+
+class CompletedRunConflict(UserError):
+    """The run folder holds a completed run with other settings; it is left untouched."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C stopped the run; ``last.ckpt`` and ``metrics.json`` are written."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+
+
+USER_ERRORS = (
+    DataError,
+    UserError,
+    ValueError,
+    TrainingFault,
+    MisconfigurationException,
+    CheckpointWriteError,
+    MissingExtra,
+)
 
 
 def user_error_message(err: BaseException) -> str | None:
     """The one-line message for errors caused by input, or ``None`` for real bugs."""
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    if isinstance(err, (DataError, UserError, ValueError, TrainingFault)):
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, USER_ERRORS):
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return None
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The whole config with every interpolation resolved, without Hydra's own node."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return config
 
 
 def build(cfg: DictConfig):
     """Seeded DataModule, network and LightningModule for ``cfg`` (no trainer)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    network = instantiate(
-        cfg.model,
+    network = OmegaConf.to_container(cfg.model, resolve=True)
+    network.update(
         in_channels=datamodule.in_channels,
         image_size=datamodule.image_size,
         num_classes=datamodule.num_classes,
     )
-    if cfg.get("channels_last", False):
-        # Conv weights in NHWC make oneDNN run every convolution and max-pool in that layout.
-        network.to(memory_format=torch.channels_last)
     module = ClassifierModule(
-        network,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        scheduler_interval=cfg.get("scheduler_interval", "epoch"),
+        network=network,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
+        if cfg.get("scheduler")
+        else None,
+        num_classes=datamodule.num_classes,
         on_fault=cfg.faults.on_fault,
         degenerate_fraction=cfg.faults.degenerate_fraction,
-        num_classes=datamodule.num_classes,
-        step_batch_size=datamodule.batch_size,
+        channels_last=cfg.get("channels_last", False),
     )
-    return datamodule, network, module
+    return datamodule, module.network, module
 
 
-def in_loaded_batches(steps: int, steps_per_batch: int) -> int:
-    """A step count as Lightning's batch count (a loaded batch holds ``steps_per_batch``
-    optimiser steps), rounded up so that it is never 0."""
-    return max(1, math.ceil(steps / steps_per_batch))
+def check_settings(cfg: DictConfig) -> None:
+    """Settings Lightning would accept but that train nothing useful."""
+    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    if epochs == 0 and not (steps and steps > 0):
+        raise UserError(
+            "trainer.max_epochs=0 trains nothing: give max_epochs >= 1 "
+            "(or max_epochs=-1 with trainer.max_steps > 0)"
+        )
+
+
+def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, dict]:
+    """The checkpoint to resume from (``ckpt_path``: ``last`` or a path) and what it holds of
+    the run so far: ``step`` and the ``config`` it trained with (when recorded)."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return None, {}
+    path = check_readable(run_dir / "checkpoints" / LAST if ckpt == "last" else Path(ckpt))
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trained = next(
+        (
+            s.get("run_config")
+            for k, s in state.get("callbacks", {}).items()
+            if "LastCheckpoint" in k
+        ),
+        None,
+    )
+    return path, {"step": int(state.get("global_step", 0)), "config": trained}
+
+
+def check_resume(path: Path, trained: dict, config: dict) -> dict:
+    """Refuse a resume that would train with other settings than the checkpoint's (the record
+    would then say one thing and the model another). Returns the allowed changes."""
+    if trained.get("config") is None:
+        return {}
+    changed = changed_settings(trained["config"], config)
+    if changed:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+        raise UserError(
+            f"cannot resume {path} with other settings ({what}); only trainer.max_epochs and "
+            "trainer.max_steps may change on resume: start a new run for the rest"
+        )
+    return changed_settings(trained["config"], config, allowed=())
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> dict:
     """Run one training job in ``run_dir`` and return its ``metrics.json`` record."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    config = resolved(cfg)
+    check_settings(cfg)
+    ckpt_path, trained = checkpoint_to_resume(cfg, run_dir)
+    changes = check_resume(ckpt_path, trained, config) if ckpt_path else {}
     datamodule, network, module = build(cfg)
-    summary = EpochSummary()
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="epoch{epoch:03d}-val_acc{val/acc:.4f}",
-        auto_insert_metric_name=False,
-        monitor="val/acc",
-        mode="max",
-        save_last=True,
-        enable_version_counter=False,  # both callbacks refresh the one last.ckpt
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    extra_callbacks, extra_loggers = (
+        trainer_cfg.pop("callbacks", None),
+        trainer_cfg.pop("logger", None),
     )
-    # A second checkpoint refreshes last.ckpt every N steps, so a killed run resumes mid-epoch.
-    # It fires when the step count is a multiple of N, which with several steps per batch must
-    # also be a multiple of steps_per_batch.
-    per_batch, every_n = datamodule.steps_per_batch, cfg.checkpoint_every_n_steps
-    if every_n:  # 0 / null: no step-based refresh
-        every_n = per_batch * in_loaded_batches(every_n, per_batch)
-    last = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        every_n_train_steps=every_n,
-        save_top_k=0,
-        save_last=True,
-        enable_version_counter=False,
-    )
-    # val_check_interval as an int counts steps here and batches in Lightning.
-    every = cfg.trainer.get("val_check_interval")
-    val_every = {} if not isinstance(every, int) else {
-        "val_check_interval": in_loaded_batches(every, per_batch)
-    }  # fmt: skip
+    callbacks = build_callbacks(cfg.get("callbacks"), extra_callbacks)
+    loggers = build_loggers(cfg.get("logger"), run_dir, extra_loggers)
+    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is not None:
+        last.run_config = config
     trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        **val_every,
+        trainer_cfg,
         default_root_dir=str(run_dir),
-        logger=CSVLogger(str(run_dir), name="csv", version=""),
-        callbacks=[summary, checkpoint, last, RunArtefacts(run_dir, **cfg.artefacts)],
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
     log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
     if trainer.is_global_zero:
         write_summary(module, datamodule, run_dir / "summary.txt")
-    fit(trainer, module, datamodule, cfg.get("ckpt_path"))
-    best = checkpoint.best_model_path or None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        if ckpt_path is not None:
+            restore_history(trainer.loggers, trained["step"])
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+    resumes = previous_resumes(run_dir)
+    if ckpt_path is not None:
+        resumes.append(
+            {"step": trained["step"], "changed": {k: list(v) for k, v in changes.items()}}
+        )
+    base = {
+        "seed": cfg.seed,
+        "choices": record_choices(choices, network.has_stn, cfg.data.get("distortion")),
+        "overrides": overrides,
+        "config": config,
+        "debug": debug_flags(trainer_cfg),
+        "resumes": resumes,
+    }
+    try:
+        fit(trainer, module, datamodule, ckpt_path)
+        # Read before testing: loading the best checkpoint restores the callbacks' state too.
+        best_ckpt = best_checkpoint(trainer)
+        best = best_ckpt.best_model_path if best_ckpt is not None else None
+        best_val = best_val_acc(trainer, best_ckpt)
+        summary = next((c for c in callbacks if isinstance(c, EpochSummary)), None)
+        seconds = [round(s, 3) for s in summary.seconds_per_epoch] if summary else []
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    except SystemExit as err:  # Lightning's way out on SIGTERM and Ctrl-C
+        name = last.interrupted_by if last is not None else None
+        if name is None:
+            raise
+        if trainer.is_global_zero:
+            write_json_atomic(
+                run_dir / "metrics.json",
+                metrics_record(status="interrupted", error=f"interrupted by {name}",
+                               step=trainer.global_step, epochs=trainer.current_epoch, **base),
+            )  # fmt: skip
+        raise Interrupted(name) from err
     results = module.test_results
+    diverged = is_diverged(results["loss"], datamodule.num_classes, cfg.faults)
     if trainer.is_global_zero:
         log.info("test acc %.2f%% | test loss %.4f", 100 * results["acc"], results["loss"])
+        if diverged:
+            log.warning("diverged: test loss %.3g is far above chance; check the learning rate",
+                        results["loss"])  # fmt: skip
     record = metrics_record(
         status="completed",
-        seed=cfg.seed,
-        choices=record_choices(choices, network.has_stn, cfg.data.get("distortion")),
-        overrides=overrides,
         class_names=list(datamodule.class_names),
         test=results,
         epochs=trainer.current_epoch,
-        seconds_per_epoch=[round(s, 3) for s in summary.seconds_per_epoch],
+        step=trainer.global_step,
+        seconds_per_epoch=seconds,
         skipped_batches=module.skipped_batches,
         params=counts,
         best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
+        best_val_acc=best_val,
+        diverged=diverged,
+        **base,
     )
     if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
         write_json_atomic(run_dir / "metrics.json", record)
+        keep_trained_hydra_files(run_dir)
+        files = [run_dir / "metrics.json", *sorted(run_dir.glob("*.png"))]
+        publish_artifacts(trainer.loggers, run_dir, files)
+    return record
+
+
+def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best model by validation accuracy."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/acc"), None)
+
+
+def best_val_acc(trainer: L.Trainer, best: ModelCheckpoint | None) -> float | None:
+    if best is not None and best.best_model_score is not None:
+        return float(best.best_model_score)
+    value = trainer.callback_metrics.get("val/acc")
+    return None if value is None else float(value)
+
+
+def is_diverged(test_loss: float, num_classes: int, faults: DictConfig) -> bool:
+    """A run whose loss exploded but stayed finite: far above the loss of guessing."""
+    factor = faults.get("diverged_loss_factor", 10)
+    return not math.isfinite(test_loss) or test_loss > factor * math.log(num_classes)
+
+
+def previous_resumes(run_dir: Path) -> list[dict]:
+    """The resume history of an earlier record of this run (continued or interrupted)."""
+    try:
+        return list(json.loads((run_dir / "metrics.json").read_text()).get("resumes") or [])
+    except (OSError, ValueError):
+        return []
+
+
+def keep_trained_hydra_files(run_dir: Path) -> None:
+    """Keep a copy of the completed run's ``.hydra`` files: Hydra rewrites them whenever a job
+    starts in this folder, and a refused re-run puts them back (:func:`guard_completed`)."""
+    hydra_dir = run_dir / ".hydra"
+    if not hydra_dir.is_dir():
+        return
+    keep = hydra_dir / TRAINED_HYDRA
+    keep.mkdir(exist_ok=True)
+    for path in hydra_dir.glob("*.yaml"):
+        shutil.copy2(path, keep / path.name)
+
+
+def guard_completed(run_dir: Path, config: dict) -> dict | None:
+    """A completed run in ``run_dir``: its record if ``config`` would train the same run (a
+    re-run of the sweep skips it), else :class:`UserError`. Either way its ``.hydra`` files are
+    put back as they were when it trained."""
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") != "completed":
+        return None
+    keep = run_dir / ".hydra" / TRAINED_HYDRA
+    for path in keep.glob("*.yaml"):
+        shutil.copy2(path, run_dir / ".hydra" / path.name)
+    changed = changed_settings(record["config"], config, allowed=()) if record.get("config") else {}
+    if changed:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+        raise CompletedRunConflict(
+            f"{run_dir} holds a completed run with other settings ({what}): it is left as it "
+            "was; run into a new folder (a new sweep, or another hydra.run.dir)"
+        )
     return record
 
 
 def write_summary(module: ClassifierModule, datamodule, path: Path) -> None:
-    """Layer table with output shapes and parameter counts, to the log and ``summary.txt``."""
+    """Layer table with output shapes and parameter counts, into ``summary.txt`` (Lightning
+    prints its own summary when ``trainer.enable_model_summary`` is on)."""
     size = datamodule.image_size
     module.example_input_array = torch.zeros(2, datamodule.in_channels, size, size)
-    table = str(ModelSummary(module, max_depth=-1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(table + "\n")
-    log.info("model summary (also in %s):\n%s", path.name, table)
+    path.write_text(str(ModelSummary(module, max_depth=-1)) + "\n")
 
 
-def fit(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> None:
+def fit(trainer: L.Trainer, module, datamodule, ckpt_path: Path | None) -> None:
     """``trainer.fit``, resuming from ``ckpt_path``; another model's checkpoint is a user error."""
-    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_file():
-        raise UserError(f"checkpoint {ckpt_path} does not exist")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RuntimeError as err:
@@ -178,42 +361,48 @@ def fit(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> None:
         ) from None
 
 
-def completed_record(run_dir: Path) -> dict | None:
-    """The run's ``metrics.json`` if it already completed (re-running a sweep skips it)."""
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("status") == "completed" else None
+def record_failure(cfg: DictConfig, run_dir: Path, choices, overrides, message: str) -> None:
+    has_stn = cfg.model.get("stn") is not None
+    write_json_atomic(
+        run_dir / "metrics.json",
+        metrics_record(
+            status="failed",
+            seed=cfg.seed,
+            choices=record_choices(choices, has_stn, cfg.data.get("distortion")),
+            overrides=overrides,
+            error=message,
+        ),
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    """Train one run; returns its best validation accuracy (what a sweeper should maximise;
+    the test split is never used to choose anything)."""
     tune_cpu_runtime()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = dict(hydra_cfg.runtime.choices)
     overrides = list(hydra_cfg.overrides.task)
-    done = completed_record(run_dir)
-    if done is not None:
-        log.info("%s already completed (metrics.json): skipping", run_dir)
-        return done["test"]["acc"]
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if not cfg.get("ckpt_path"):  # a resume continues a completed run; a re-run skips it
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(run_dir)
+            done = guard_completed(run_dir, resolved(cfg))
+            if done is not None:
+                log.info("%s already completed (metrics.json): skipping", run_dir)
+                return done.get("best_val_acc")
         record = train(cfg, run_dir, choices, overrides)
+    except Interrupted as err:
+        log.error("%s: last.ckpt and metrics.json saved; resume with ckpt_path=last", err)
+        sys.exit(SIGNAL_EXIT[err.signal_name])
     except Exception as err:
         message = user_error_message(err)
-        has_stn = cfg.model.get("stn") is not None
-        write_json_atomic(
-            run_dir / "metrics.json",
-            metrics_record(
-                status="failed",
-                seed=cfg.seed,
-                choices=record_choices(choices, has_stn, cfg.data.get("distortion")),
-                overrides=overrides,
-                error=message or f"{type(err).__name__}: {err}".splitlines()[0],
-            ),
-        )
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if not isinstance(err, CompletedRunConflict):  # never rewrite a finished run's record
+            record_failure(cfg, run_dir, choices, overrides,
+                           message or f"{type(err).__name__}: {err}".splitlines()[0])  # fmt: skip
+        if multirun:
             # One bad job must not stop the sweep; compare lists it as failed.
             if message is None:
                 log.exception("job failed with an unexpected error")
@@ -224,7 +413,7 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug: keep the traceback
         log.error("error: %s", message)
         sys.exit(2)
-    return record["test"]["acc"]
+    return record["best_val_acc"]
 
 
 if __name__ == "__main__":
