@@ -14,11 +14,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
+from stn_lab.build import build
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.data.datamodules import ImageDataModule
-from stn_lab.models.network import Network
 from stn_lab.loggers import build_callbacks, build_loggers
-from stn_lab.train import build
+from stn_lab.models.network import Network
 
 
 def options(group: str) -> list[str]:

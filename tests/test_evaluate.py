@@ -22,7 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stn_lab import evaluate as ev
-from stn_lab.train import build, train
+from stn_lab.build import build
+from stn_lab.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = [

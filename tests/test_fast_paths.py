@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import compose_cfg
 from torch import nn
 
+from stn_lab.build import build
 from stn_lab.cpu_runtime import skip_gpu_probe, tune_allocator
 from stn_lab.data.datamodules import IndexBatchSampler, SyntheticDataModule
 from stn_lab.models.stn import SpatialTransformer
@@ -20,7 +21,7 @@ from stn_lab.models.transforms.projective import Projective
 from stn_lab.models.transforms.tps import ThinPlateSpline
 from stn_lab.ops.affine_grid import affine_grid
 from stn_lab.ops.input_grad_conv import InputGradConv2d
-from stn_lab.train import build, train
+from stn_lab.train import train
 
 
 def _pair(in_channels: int, padding: int) -> tuple[InputGradConv2d, nn.Conv2d]:

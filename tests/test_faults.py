@@ -15,13 +15,14 @@ import pytest
 import torch
 from conftest import compose_cfg, make_idx_dataset
 
+from stn_lab.build import build
 from stn_lab.data import sources
 from stn_lab.data.datamodules import MNISTDataModule, SyntheticDataModule
 from stn_lab.models.transforms.affine import Affine
 from stn_lab.models.transforms.attention import Attention
 from stn_lab.module import TrainingFault
 from stn_lab.run_record import changed_settings
-from stn_lab.train import build, train
+from stn_lab.train import train
 
 TINY = [
     "data=synthetic", "data.num_train=256", "data.num_test=64",

@@ -15,9 +15,9 @@ import torch
 from conftest import compose_cfg
 from hydra.utils import instantiate
 
+from stn_lab.build import build
 from stn_lab.config_path import CONFIG_DIR
-from stn_lab.data.datamodules import SyntheticDataModule
-from stn_lab.train import build, train
+from stn_lab.train import train
 
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
 # Every STN combination; the baselines ignore localiser/activation/transform, so they run once

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from stn_lab.build import build
 from stn_lab.config_path import compose_config as compose_cfg
 from stn_lab.cpu_runtime import tune_cpu_runtime
-from stn_lab.train import build
 
 LIGHT_LOCALISER = ["localiser_net=light"]
 # What every STN costs whatever its localiser: the localiser reads one averaged pixel (a 64x

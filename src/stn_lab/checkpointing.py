@@ -24,16 +24,17 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from stn_lab.atomic import atomic_write
+from stn_lab.errors import UserError
 
 log = logging.getLogger("stn_lab")
 LAST = "last.ckpt"
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(UserError, RuntimeError):
     """A checkpoint could not be written (full disk, no permission); nothing partial is left."""
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(UserError, ValueError):
     """A checkpoint to resume from is missing, truncated or not a checkpoint."""
 
 

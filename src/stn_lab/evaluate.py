@@ -45,10 +45,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stn_lab.atomic import atomic_write
+from stn_lab.build import build
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.data.distortions import AffineDistortion
-from stn_lab.train import build, user_error_message
+from stn_lab.errors import user_error_message
 
 log = logging.getLogger("stn_lab")
 

@@ -24,6 +24,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogger
 
+from stn_lab.errors import UserError
+
 log = logging.getLogger("stn_lab")
 
 #: The pip extra (``pip install -e '.[name]'``) each optional logger or callback needs.
@@ -36,7 +38,7 @@ EXTRAS = {
 }
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """An optional logger or callback whose package is not installed."""
 
 

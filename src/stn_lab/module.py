@@ -26,6 +26,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from stn_lab.errors import UserError
 from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
@@ -33,7 +34,7 @@ DEGENERATE = ("collapsed to under a pixel", "left the image")  # step_health's t
 SCHEDULER_INTERVALS = ("epoch", "step")
 
 
-class TrainingFault(RuntimeError):
+class TrainingFault(UserError, RuntimeError):
     """Training went wrong in a way that more steps will not fix (NaN loss, runaway STN)."""
 
 

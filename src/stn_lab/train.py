@@ -18,40 +18,26 @@ import math
 import shutil
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stn_lab.checkpointing import (
-    LAST,
-    AtomicCheckpointIO,
-    CheckpointWriteError,
-    LastCheckpoint,
-    check_readable,
-)
-from stn_lab.config_path import CONFIG_DIR
+from stn_lab.build import build, resolved
+from stn_lab.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, check_readable
+from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
-from stn_lab.data.sources import DataError
 from stn_lab.epoch_log import EpochSummary
-from stn_lab.loggers import (
-    MissingExtra,
-    build_callbacks,
-    build_loggers,
-    publish_artifacts,
-    restore_history,
-)
-from stn_lab.module import ClassifierModule, TrainingFault
+from stn_lab.errors import UserError, user_error_message
+from stn_lab.loggers import build_callbacks, build_loggers, publish_artifacts, restore_history
+from stn_lab.module import ClassifierModule
 from stn_lab.run_record import (
     changed_settings,
     debug_flags,
@@ -62,16 +48,9 @@ from stn_lab.run_record import (
 
 log = logging.getLogger("stn_lab")
 
-# A short random id makes run directories unique even for jobs started in the same second.
-OmegaConf.register_new_resolver("run_id", lambda: uuid.uuid4().hex[:6], use_cache=True)
-
 #: Exit codes of a run stopped by a signal (the shell's 128 + signal number).
 SIGNAL_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 TRAINED_HYDRA = "trained"  # .hydra/trained/: the Hydra files of the run that completed
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad option value, missing data): shown as one line."""
 
 
 class CompletedRunConflict(UserError):
@@ -84,57 +63,6 @@ class Interrupted(Exception):
     def __init__(self, signal_name: str):
         super().__init__(f"interrupted by {signal_name}")
         self.signal_name = signal_name
-
-
-USER_ERRORS = (
-    DataError,
-    UserError,
-    ValueError,
-    TrainingFault,
-    MisconfigurationException,
-    CheckpointWriteError,
-    MissingExtra,
-)
-
-
-def user_error_message(err: BaseException) -> str | None:
-    """The one-line message for errors caused by input, or ``None`` for real bugs."""
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
-    if isinstance(err, USER_ERRORS):
-        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return None
-
-
-def resolved(cfg: DictConfig) -> dict:
-    """The whole config with every interpolation resolved, without Hydra's own node."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
-    return config
-
-
-def build(cfg: DictConfig):
-    """Seeded DataModule, network and LightningModule for ``cfg`` (no trainer)."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    network = OmegaConf.to_container(cfg.model, resolve=True)
-    network.update(
-        in_channels=datamodule.in_channels,
-        image_size=datamodule.image_size,
-        num_classes=datamodule.num_classes,
-    )
-    module = ClassifierModule(
-        network=network,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
-        if cfg.get("scheduler")
-        else None,
-        num_classes=datamodule.num_classes,
-        on_fault=cfg.faults.on_fault,
-        degenerate_fraction=cfg.faults.degenerate_fraction,
-        channels_last=cfg.get("channels_last", False),
-    )
-    return datamodule, module.network, module
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -417,4 +345,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_resolvers()  # before Hydra composes the run folder's name
     main()

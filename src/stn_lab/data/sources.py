@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stn_lab.errors import UserError
+
 IDX_DTYPES = {0x08: np.uint8}
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_SPLITS = {
@@ -30,7 +32,7 @@ CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR_TEST = ["test_batch"]
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that is missing, unreadable or corrupt; the message is meant for the user as is."""
 
 

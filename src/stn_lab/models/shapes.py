@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stn_lab.errors import ConfigError
 
-class InputSizeError(ValueError):
+
+class InputSizeError(ConfigError):
     """Images of another size or channel count than the module was built for."""
 
 
