@@ -124,6 +124,9 @@ class ClassifierModule(L.LightningModule):
         )
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.test_results: dict | None = None
+        #: Per test image, in test-index order (after testing): ``pred``, ``label``, ``confidence``.
+        self.test_predictions: dict[str, torch.Tensor] | None = None
+        self._test_outputs: list[tuple[torch.Tensor, ...]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
@@ -186,6 +189,8 @@ class ClassifierModule(L.LightningModule):
         metrics["loss"].update(loss.detach(), weight=len(y))
         if stage == "test":
             self.confusion.update(preds, y)
+            confidence = logits.detach().softmax(dim=1).amax(dim=1)
+            self._test_outputs.append((preds, y, confidence))
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -220,6 +225,27 @@ class ClassifierModule(L.LightningModule):
             "confusion_matrix": self.confusion.compute().long().tolist(),
         }
         self.confusion.reset()
+        self.test_predictions = self._gather_predictions()
+
+    def _gather_predictions(self) -> dict[str, torch.Tensor]:
+        """This process's test outputs, gathered from every process into test-index order.
+
+        The DataModule gives process ``r`` of ``w`` the test images ``r, r + w, r + 2w, ...`` in
+        order, so each process's k-th output is image ``r + k * w``.
+        """
+        columns = [torch.cat(c).cpu() for c in zip(*self._test_outputs, strict=True)]
+        self._test_outputs = []
+        world = self.trainer.world_size if self._trainer is not None else 1
+        shards = [columns]
+        if world > 1:
+            shards = [None] * world
+            torch.distributed.all_gather_object(shards, columns)
+        index = torch.cat(
+            [torch.arange(r, r + world * len(s[0]), world) for r, s in enumerate(shards)]
+        )
+        order = index.argsort()
+        pred, label, confidence = (torch.cat([s[i] for s in shards])[order] for i in range(3))
+        return {"index": index[order], "pred": pred, "label": label, "confidence": confidence}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -86,6 +86,22 @@ def debug_flags(trainer_config: dict) -> list[str]:
     ]
 
 
+def variance_manifest(config: dict) -> dict[str, list[str]]:
+    """What the seed of a run with this resolved ``config`` randomises, and what every run of
+    the sweep shares (so that two seeds differ only in the first list)."""
+    flat = flatten(config)
+    distorted = str(flat.get("data.distortion") or "none").lower() != "none"
+    dropout = any(
+        k.endswith("dropout") and v for k, v in flat.items() if isinstance(v, float | int)
+    )
+    randomised = ["weight init", "training data order"]
+    randomised += ["training distortion draws"] * distorted + ["dropout masks"] * dropout
+    eval_seed = flat.get("data.eval_seed", 0)
+    fixed = [f"validation split (data.eval_seed={eval_seed})", "validation and test images"]
+    fixed += [f"test distortions (data.eval_seed={eval_seed}, per image index)"] * distorted
+    return {"randomised_by_seed": randomised, "fixed_across_seeds": fixed}
+
+
 def record_choices(
     choices: dict[str, str | None], has_stn: bool, distortion: str | None = None
 ) -> dict[str, str | None]:
@@ -120,6 +136,7 @@ def metrics_record(
     diverged: bool = False,
     best_val_acc: float | None = None,
     resumes: list[dict] | None = None,
+    predictions: str | None = None,
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -141,4 +158,6 @@ def metrics_record(
         "diverged": diverged,
         "best_val_acc": best_val_acc,
         "resumes": resumes or [],
+        "variance": variance_manifest(config) if config else None,
+        "predictions": predictions,
     }

@@ -12,6 +12,7 @@ and says so. SIGTERM and Ctrl-C save ``last.ckpt`` and record the run as ``inter
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -30,6 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from stn_lab.atomic import atomic_write
 from stn_lab.build import build, resolved
 from stn_lab.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, check_readable
 from stn_lab.config_path import CONFIG_DIR, register_resolvers
@@ -50,7 +53,11 @@ log = logging.getLogger("stn_lab")
 
 #: Exit codes of a run stopped by a signal (the shell's 128 + signal number).
 SIGNAL_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-TRAINED_HYDRA = "trained"  # .hydra/trained/: the Hydra files of the run that completed
+TRAINED_HYDRA = "trained"
+PREDICTIONS = "predictions.npy"
+PREDICTION_DTYPE = np.dtype(
+    [("index", "<i4"), ("pred", "i1"), ("label", "i1"), ("confidence", "<f2")]
+)  # .hydra/trained/: the Hydra files of the run that completed
 
 
 class CompletedRunConflict(UserError):
@@ -196,14 +203,27 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
         best_val_acc=best_val,
         diverged=diverged,
+        predictions=PREDICTIONS,
         **base,
     )
     if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
+        write_predictions(run_dir / PREDICTIONS, module.test_predictions)
         write_json_atomic(run_dir / "metrics.json", record)
         keep_trained_hydra_files(run_dir)
         files = [run_dir / "metrics.json", *sorted(run_dir.glob("*.png"))]
         publish_artifacts(trainer.loggers, run_dir, files)
     return record
+
+
+def write_predictions(path: Path, columns: dict[str, torch.Tensor]) -> None:
+    """Each test image's prediction as one structured ``.npy`` (8 bytes an image): ``index``,
+    ``pred``, ``label`` and softmax ``confidence``; ``compare`` pairs runs image by image."""
+    table = np.empty(len(columns["index"]), dtype=PREDICTION_DTYPE)
+    for name in table.dtype.names:
+        table[name] = columns[name].numpy()
+    buffer = io.BytesIO()
+    np.save(buffer, table)
+    atomic_write(path, buffer.getvalue())
 
 
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
