@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from stn_lab import compare
+from stn_lab import compare, run_record
 from stn_lab.atomic import atomic_write
 from stn_lab.compare import groups, records, report, stats
 
@@ -533,7 +533,7 @@ def test_compare_imports_no_model_or_training_code() -> None:
                     from_stn_lab.add(name)
     allowed = set(sys.stdlib_module_names) | {"numpy", "scipy", "matplotlib", "stn_lab"}
     assert imported <= allowed, imported - allowed
-    own = {"stn_lab.atomic"} | {f"stn_lab.compare.{m.stem}" for m in modules}
+    own = {"stn_lab.atomic", "stn_lab.run_record"} | {f"stn_lab.compare.{m.stem}" for m in modules}
     assert from_stn_lab <= own, from_stn_lab - own  # stdlib-only helpers, no models
     # And at run time: importing compare loads neither torch nor Lightning.
     code = "import sys, stn_lab.compare; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
@@ -554,8 +554,10 @@ def v2_metrics(seed: int, acc: float, model: str = "cnn", optimizer: str = "adam
         "trainer": {"max_epochs": 2, "enable_progress_bar": True, "log_every_n_steps": 50},
         "data": {"_target_": "SyntheticDataModule", "batch_size": 64, "num_workers": 0},
         "paths": {"data_dir": "data", "log_dir": "logs"},
-        "artefacts": {"num_images": 16},
-        "callbacks": {"model_checkpoint": {"every_n_train_steps": 500}},
+        "callbacks": {
+            "model_checkpoint": {"every_n_train_steps": 500},
+            "artefacts": {"num_images": 16},
+        },
     }
     if model == "stn":
         config["model"]["stn"] = {"lr_mult": 1.0, "identity_weight": 0.0}
@@ -671,7 +673,7 @@ def test_result_neutral_keys_do_not_split_groups(tmp_path: Path) -> None:
         "ckpt_path": "last",
         "callbacks__model_checkpoint__every_n_train_steps": 16,
         "logger__csv__name": "x",
-        "artefacts__num_images": 4,
+        "callbacks__artefacts__num_images": 4,
     }
     table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(1, 0.8, **neutral)])
     assert [(g.label, g.n) for g in table.groups] == [("all runs", 2)]
@@ -689,14 +691,27 @@ def test_early_stopping_splits_groups(tmp_path: Path) -> None:
     ]
 
 
-def test_changes_result_longest_entry_wins() -> None:
-    assert not records.changes_result("seed")
-    assert records.changes_result("seeds")  # a prefix only covers whole dotted parts
-    assert not records.changes_result("paths.log_dir")
-    assert not records.changes_result("callbacks.model_checkpoint.every_n_train_steps")
-    assert records.changes_result("callbacks.early_stopping.patience")
-    assert records.changes_result("trainer.max_epochs")
-    assert not records.changes_result("trainer.enable_progress_bar")
+def test_result_neutral_longest_entry_wins() -> None:
+    # One definition (stn_lab.run_record), used by compare's grouping and the resume check.
+    assert records.result_neutral is run_record.result_neutral
+    assert run_record.result_neutral("seed")
+    assert not run_record.result_neutral("seeds")  # an entry only covers whole dotted parts
+    assert run_record.result_neutral("paths.log_dir")
+    assert run_record.result_neutral("callbacks.model_checkpoint.every_n_train_steps")
+    assert not run_record.result_neutral("callbacks.early_stopping.patience")
+    assert not run_record.result_neutral("trainer.max_epochs")
+    assert run_record.result_neutral("trainer.enable_progress_bar")
+    assert run_record.flatten({"a": {"b": 1, "c": {}}, "d": [1]}) == {"a.b": 1, "a.c": {}, "d": [1]}
+
+
+def test_debug_flags_typed_and_from_v1_overrides() -> None:
+    trainer = {"fast_dev_run": 0, "limit_val_batches": 1.0, "limit_train_batches": 5}
+    assert run_record.debug_flags(trainer) == ["limit_train_batches=5"]
+    assert run_record.debug_flags({"fast_dev_run": True, "overfit_batches": 0.0}) == [
+        "fast_dev_run"
+    ]
+    v1 = {"overrides": ["trainer.fast_dev_run=0", "trainer.overfit_batches=2", "seed=1"]}
+    assert records._debug(v1) == ("overfit_batches=2",)
 
 
 def test_v1_records_group_by_choices_and_overrides(tmp_path: Path) -> None:

@@ -13,15 +13,16 @@ from stn_lab.atomic import atomic_write
 
 SCHEMA_VERSION = 2
 #: Settings that never change what a run learns (where files go, how often things are printed or
-#: saved): a resume may change them, and ``compare`` does not group by them. Entries ending in
-#: ``.`` are prefixes; ``callbacks.early_stopping.`` changes results and is not ignored.
+#: saved): a resume may change them, and ``compare`` does not group by them. Each entry covers
+#: the key itself and every key below it (``paths`` covers ``paths.log_dir``, not ``pathsx``).
 RESULT_NEUTRAL = (
-    "seed", "ckpt_path", "checkpoint_every_n_steps", "paths.", "hydra.", "logger.",
-    "callbacks.", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps", "trainer.default_root_dir", "data.data_dir",
-    "data.num_workers", "data.keep_on_device", "data.download",
+    "seed", "ckpt_path", "checkpoint_every_n_steps", "paths", "hydra", "logger", "callbacks",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "trainer.default_root_dir", "data.data_dir", "data.num_workers", "data.keep_on_device",
+    "data.download",
 )  # fmt: skip
-RESULT_RELEVANT = ("callbacks.early_stopping.",)
+#: Exceptions inside neutral entries: the longest entry that covers a key decides.
+RESULT_RELEVANT = ("callbacks.early_stopping",)
 #: What a resume may change besides those: how long to train.
 RESUMABLE = ("trainer.max_epochs", "trainer.max_steps")
 #: Trainer settings that make a run a check, not a result.
@@ -37,7 +38,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty dicts stay values)."""
     flat: dict[str, object] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
@@ -48,11 +49,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _longest_cover(entries: tuple[str, ...], key: str) -> int:
+    return max((len(e) for e in entries if key == e or key.startswith(e + ".")), default=-1)
+
+
 def result_neutral(key: str) -> bool:
-    """Whether a dotted config key leaves what a run learns unchanged."""
-    if key.startswith(RESULT_RELEVANT):
-        return False
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESULT_NEUTRAL)
+    """Whether a dotted config key leaves what a run learns unchanged: the longest entry of
+    :data:`RESULT_NEUTRAL` and :data:`RESULT_RELEVANT` that covers it decides."""
+    return _longest_cover(RESULT_NEUTRAL, key) > _longest_cover(RESULT_RELEVANT, key)
 
 
 def changed_settings(old: dict, new: dict, allowed=RESUMABLE) -> dict[str, tuple]:
@@ -66,11 +70,12 @@ def changed_settings(old: dict, new: dict, allowed=RESUMABLE) -> dict[str, tuple
     }
 
 
-def _is_debug(name: str, value) -> bool:
+def is_debug_setting(name: str, value) -> bool:
+    """Whether trainer setting ``name`` (one of :data:`DEBUG_FLAGS`) at ``value`` is a check."""
     if value is None or value is False:
         return False
     if name == "fast_dev_run":
-        return True  # True or a batch count
+        return value != 0  # True or a batch count; 0 is off, as in Lightning
     if name == "overfit_batches":
         return value != 0
     return not (isinstance(value, float) and value == 1.0)  # limit_*: 1.0 is the whole split
@@ -82,7 +87,7 @@ def debug_flags(trainer_config: dict) -> list[str]:
     return [
         name if value is True else f"{name}={value}"
         for name in DEBUG_FLAGS
-        if _is_debug(name, value := trainer_config.get(name))
+        if is_debug_setting(name, value := trainer_config.get(name))
     ]
 
 

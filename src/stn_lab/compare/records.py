@@ -6,9 +6,10 @@ Runs with no ``metrics.json``, a half-written or unreadable one, an unknown ``sc
 or a failed status keep a one-line reason and are listed, never silently dropped.
 
 A record's ``settings`` are what identify its group: the whole resolved Hydra config that the
-run recorded (schema 2), flattened to dotted keys, minus the seed and minus
-:data:`RESULT_NEUTRAL_KEYS`. Schema-1 records have no config; their settings are the recorded
-Hydra choices plus the command-line overrides.
+run recorded (schema 2), flattened to dotted keys, minus the seed and the other keys that
+:func:`stn_lab.run_record.result_neutral` calls result-neutral (one definition, shared with the
+resume check). Schema-1 records have no config; their settings are the recorded Hydra choices
+plus the command-line overrides.
 """
 
 from __future__ import annotations
@@ -22,25 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
-    "seed",
-    "ckpt_path",
-    "paths",
-    "hydra",
-    "checkpoint_every_n_steps",
-    "artefacts",
-    "logger",
-    "callbacks",
-    "!callbacks.early_stopping",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "trainer.default_root_dir",
-    "data.data_dir",
-    "data.num_workers",
-    "data.keep_on_device",
-    "data.download",
-)
+from stn_lab.run_record import DEBUG_FLAGS, debug_flags, flatten, result_neutral
+
 #: Value of a setting that does not apply (e.g. ``localiser`` for ``model=cnn``) or is missing.
 NA = "n/a"
 #: Name of the file every training run writes into its output folder.
@@ -48,15 +32,6 @@ METRICS_FILE = "metrics.json"
 #: metrics.json ``schema_version``s this module reads (v2 added config, debug, step, diverged,
 #: best_val_acc and the ``interrupted`` status; v1 records are grouped by choices + overrides).
 SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
-#: Trainer flags that make a v1 run a debug run, with the values that leave them off.
-V1_DEBUG_FLAGS: dict[str, tuple[str, ...]] = {
-    "fast_dev_run": ("false", "0"),
-    "overfit_batches": ("0", "0.0"),
-    "limit_train_batches": ("null", "none", "1.0"),
-    "limit_val_batches": ("null", "none", "1.0"),
-    "limit_test_batches": ("null", "none", "1.0"),
-}
-
 COMPLETED = "completed"
 INTERRUPTED = "interrupted"
 
@@ -75,7 +50,7 @@ class RunRecord:
     ``compare`` gives a folder it cannot use (``unfinished``, ``unreadable``, ``unknown
     schema``, ``malformed``); ``reason`` explains anything but ``completed`` in one line.
     ``settings`` identify the run's group: the flattened resolved config (v1: the choices and
-    overrides) minus the seed and :data:`RESULT_NEUTRAL_KEYS`, every value as text.
+    overrides) minus the seed and the result-neutral keys, every value as text.
     """
 
     path: Path
@@ -147,26 +122,6 @@ def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return sorted(found)
 
 
-def changes_result(key: str) -> bool:
-    """Whether the dotted config ``key`` can change a run's result (see RESULT_NEUTRAL_KEYS)."""
-    best_len, keep = -1, True
-    for entry in RESULT_NEUTRAL_KEYS:
-        prefix = entry.removeprefix("!")
-        if (key == prefix or key.startswith(prefix + ".")) and len(prefix) > best_len:
-            best_len, keep = len(prefix), entry.startswith("!")
-    return keep
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as ``{dotted key: leaf}``; lists and empty dicts are leaves."""
-    if not isinstance(node, dict) or (prefix and not node):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _text(value: Any) -> str:
     """A setting's value as text: strings as they are, anything else as JSON (``null``, ``0.5``)."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -182,7 +137,7 @@ def _norm_choices(raw: Any) -> dict[str, str]:
     return {
         str(k): NA if v is None or str(v).strip() == "" else str(v)
         for k, v in raw.items()
-        if changes_result(str(k))
+        if not result_neutral(str(k))
     }
 
 
@@ -200,7 +155,18 @@ def _settings(data: dict[str, Any], choices: dict[str, str]) -> dict[str, str]:
         flat = {k: _text(v) for k, v in flatten(config).items()}
     else:
         flat = {**_overrides(data.get("overrides")), **choices}
-    return {k: v for k, v in flat.items() if changes_result(k)}
+    return {k: v for k, v in flat.items() if not result_neutral(k)}
+
+
+def _override_value(text: str) -> Any:
+    """A command-line value as Hydra types it: ``null``, booleans and numbers, else text."""
+    lowered = text.strip().lower()
+    if lowered in ("null", "none"):
+        return None
+    try:
+        return json.loads(lowered)
+    except ValueError:
+        return text
 
 
 def _debug(data: dict[str, Any]) -> tuple[str, ...]:
@@ -208,17 +174,14 @@ def _debug(data: dict[str, Any]) -> tuple[str, ...]:
     debug = data.get("debug")
     if isinstance(debug, list):
         return tuple(str(d) for d in debug)
-    flags = []
     choices = data.get("choices") if isinstance(data.get("choices"), dict) else {}
-    choice = choices.get("debug")
-    if choice:
-        flags.append(f"debug={choice}")
-    for key, value in _overrides(data.get("overrides")).items():
-        flag = key.removeprefix("trainer.")
-        if key.startswith("trainer.") and flag in V1_DEBUG_FLAGS:
-            if value.strip().lower() not in V1_DEBUG_FLAGS[flag]:
-                flags.append(f"{flag}={value}")
-    return tuple(flags)
+    flags = [f"debug={choices['debug']}"] if choices.get("debug") else []
+    trainer = {
+        key.removeprefix("trainer."): _override_value(value)
+        for key, value in _overrides(data.get("overrides")).items()
+        if key.removeprefix("trainer.") in DEBUG_FLAGS and key.startswith("trainer.")
+    }
+    return tuple(flags + debug_flags(trainer))
 
 
 def _number(value: Any, what: str) -> float:
