@@ -39,7 +39,7 @@ ACC = {
     "stn": [0.90, 0.91, 0.92],  # mean 0.91, std 0.01
     "cnn": [0.79, 0.80, 0.81],  # mean 0.80, std 0.01  -> far from stn
     "leaky": [0.915, 0.905, 0.925],  # mean 0.915, std 0.01; stn - leaky: -0.015, 0.005, -0.005
-    "proj": [0.93],  # single seed -> n too small
+    "proj": [0.93],  # single seed -> inconclusive, no test
 }
 FIRST_SEED = {"stn": 0, "cnn": 3, "leaky": 0}
 T_975_DF4 = 2.776445  # t table: 97.5% quantile, 4 degrees of freedom
@@ -351,7 +351,8 @@ def test_pair_differences(logs: Path) -> None:
     assert stn_vs_cnn.diff == pytest.approx(0.11)
     assert stn_vs_cnn.test.low == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
     assert stn_vs_cnn.test.high == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
-    assert stn_vs_cnn.verdict == "significant"
+    assert stn_vs_cnn.verdict == "better"
+    assert stn_vs_cnn.verdict_text == "B better"
     assert stn_vs_cnn.test.test == "Welch" and not stn_vs_cnn.per_seed  # seeds 0-2 vs 3-5
     relu_vs_leaky = rows[("activation", leaky, stn)]
     assert relu_vs_leaky.test.test == "paired t"  # both ran seeds 0, 1, 2
@@ -360,8 +361,8 @@ def test_pair_differences(logs: Path) -> None:
     half = T_975_DF2 * 0.01 / math.sqrt(3)  # the differences' std is 0.01, df = n - 1 = 2
     assert relu_vs_leaky.test.low == pytest.approx(-0.005 - half, abs=1e-6)
     assert relu_vs_leaky.test.high == pytest.approx(-0.005 + half, abs=1e-6)
-    assert relu_vs_leaky.verdict == "no significant difference"
-    assert rows[("transform", stn, proj)].verdict == "n too small"
+    assert relu_vs_leaky.verdict == "inconclusive"  # -0.5 pp sits on the ±0.5 bound
+    assert rows[("transform", stn, proj)].verdict_text == "inconclusive: needs 2+ seeds per group"
     assert rows[("model", cnn, proj)].test is None
 
 
@@ -378,7 +379,7 @@ def test_pair_differences_holm_across_tested_pairs(logs: Path) -> None:
         if g.label in ("model=cnn", "model=stn activation=relu transform=affine")
     ]
     (only,) = compare.pair_differences(compare.Table(two, v1_table(logs).names, {}))
-    assert only.holm_p is None and only.verdict == "significant"
+    assert only.holm_p is None and only.verdict == "better"
 
 
 def test_holm_can_overturn_a_raw_significance() -> None:
@@ -402,7 +403,7 @@ def test_holm_can_overturn_a_raw_significance() -> None:
         d for d in compare.pair_differences(table) if (d.a.label, d.b.label) == ("x=a", "x=b")
     )
     assert ab.test.p < 0.05 and ab.test.significant
-    assert ab.holm_p >= 0.05 and ab.verdict == "no significant difference"
+    assert ab.holm_p >= 0.05 and ab.verdict == "inconclusive"
 
 
 # ---------------------------------------------------------------- CLI and outputs
@@ -446,11 +447,11 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     se = math.sqrt(2 * 0.01**2 / 3)
     assert float(model_row["ci_low"]) == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
     assert float(model_row["ci_high"]) == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
-    assert model_row["result"] == "significant"
+    assert (model_row["verdict"], model_row["verdict_text"]) == ("better", "B better")
     act = next(r for r in diffs if r["varied"] == "activation")
     assert "activation=leakyrelu" in act["a_group"] and "activation=relu" in act["b_group"]
-    assert act["result"] == "no significant difference"
-    assert next(r for r in diffs if r["varied"] == "transform")["result"] == "n too small"
+    assert act["verdict"] == "inconclusive"
+    assert next(r for r in diffs if r["varied"] == "transform")["verdict"] == "inconclusive"
 
     assert float(stn["test_acc_ci_low"]) == pytest.approx(0.91 - 4.302653 * 0.01 / math.sqrt(3))
     assert float(model_row["p_holm"]) >= float(model_row["p"]) > 0
@@ -468,14 +469,14 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     per_seed = md.split("### Per-seed differences (pp)")[1].split("##")[0]
     assert "| A | B | seed 0 | seed 1 | seed 2 | mean |" in per_seed
     assert "| −1.50 |" not in per_seed and "| -1.50 | +0.50 | -0.50 | -0.50 |" in per_seed
-    assert len(per_seed.strip().splitlines()) == 3  # only the paired stn-vs-leaky row
+    assert len([line for line in per_seed.splitlines() if line.startswith("|")]) == 3  # one row
     assert {r["test"] for r in diffs} == {"Welch", "paired t", ""}
     assert act["test"] == "paired t" and act["wilcoxon_p"] and act["correlation"]
 
     differences_section = md.split("## Differences")[1].split("## Failed")[0]
-    assert "**significant**" in differences_section
-    assert "no significant difference" in differences_section
-    assert "n too small" in differences_section
+    assert "**B better**" in differences_section
+    assert "inconclusive: detects" in differences_section
+    assert "needs 2+ seeds per group" in differences_section
 
 
 def test_main_exit_2_when_no_runs(tmp_path: Path, capsys) -> None:

@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stn_lab.compare.predictions import ImageEvidence, PredictionsError, image_evidence
 from stn_lab.compare.records import NA, GroupKey, RunRecord, Setting
 from stn_lab.compare.stats import (
     CONFIDENCE,
     PAIRED,
+    Improvement,
+    Power,
+    Tost,
     TTestResult,
     holm,
+    improvement,
     mean_interval,
     paired_ci,
+    power_analysis,
+    tost,
     welch_ci,
 )
 
@@ -30,9 +37,21 @@ from stn_lab.compare.stats import (
 #: localiser, so an STN group and a CNN group pair up if everything else matches).
 MODEL = "model"
 
-SIGNIFICANT = "significant"
-NOT_SIGNIFICANT = "no significant difference"
-N_TOO_SMALL = "n too small"
+BETTER = "better"
+EQUIVALENT = "equivalent"
+INCONCLUSIVE = "inconclusive"
+#: Half-width of the region of practical equivalence, in accuracy points (``--rope``).
+DEFAULT_ROPE = 0.5
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """How a table's differences are tested: ``rope`` (accuracy units) bounds equivalence,
+    ``reps`` bootstrap replicates are drawn from a generator seeded with ``seed``."""
+
+    rope: float = DEFAULT_ROPE / 100
+    reps: int = 2000
+    seed: int = 0
 
 
 @dataclass
@@ -264,14 +283,49 @@ class Difference:
     test: TTestResult | None  # None when either group has n < 2
     shared: str = ""  # the naming settings both groups share (n/a on one side counts as shared)
     holm_p: float | None = None  # Holm-adjusted p when the table tests more than one pair
+    rope: float = DEFAULT_ROPE / 100  # equivalence bounds ±rope, accuracy units
+    tost: Tost | None = None
+    power: Power | None = None
+    improvement: Improvement | None = None  # P(B > A)
+    images: ImageEvidence | None = None
+    images_missing: str = ""  # why there is no per-image evidence
+
+    @property
+    def p(self) -> float | None:
+        """The p the verdict uses: Holm-adjusted when the table tests several pairs."""
+        if self.test is None:
+            return None
+        return self.test.p if self.holm_p is None else self.holm_p
 
     @property
     def verdict(self) -> str:
-        """Significant when the (Holm-adjusted, if several pairs) p is below 1 - CONFIDENCE."""
+        """:data:`BETTER` when the interval excludes 0 and the (Holm) p < 1 - CONFIDENCE,
+        else :data:`EQUIVALENT` when TOST puts the difference within ±rope at that level,
+        else :data:`INCONCLUSIVE`."""
         if self.test is None:
-            return N_TOO_SMALL
-        p = self.test.p if self.holm_p is None else self.holm_p
-        return SIGNIFICANT if p < 1.0 - CONFIDENCE else NOT_SIGNIFICANT
+            return INCONCLUSIVE
+        if self.test.significant and self.p < 1.0 - CONFIDENCE:
+            return BETTER
+        if self.tost is not None and self.tost.p < 1.0 - CONFIDENCE:
+            return EQUIVALENT
+        return INCONCLUSIVE
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict in words: which side is better, the bounds, or what the design can see."""
+        rope = f"±{100 * self.rope:.2g} pp"
+        verdict = self.verdict
+        if verdict == BETTER:
+            within = self.tost is not None and self.tost.p < 1.0 - CONFIDENCE
+            side = "B better" if self.diff > 0 else "A better"
+            return f"{side}, by less than {rope}" if within else side
+        if verdict == EQUIVALENT:
+            return f"equivalent within {rope}"
+        if self.test is None or self.power is None:
+            return "inconclusive: needs 2+ seeds per group"
+        need = self.power.seeds_needed
+        seeds = "" if need is None else f"; {need} seeds/group to detect {rope}"
+        return f"inconclusive: detects {100 * self.power.mde:.2f} pp at n={self.a.n}{seeds}"
 
     @property
     def diff(self) -> float:
@@ -294,14 +348,17 @@ def compare_groups(a: GroupStats, b: GroupStats) -> TTestResult | None:
     return paired_ci(a.accs, b.accs) if same_seeds else welch_ci(a.accs, b.accs)
 
 
-def pair_differences(table: Table) -> list[Difference]:
-    """Every pair of groups differing in one naming setting, tested by :func:`compare_groups`.
+def pair_differences(table: Table, analysis: Analysis | None = None) -> list[Difference]:
+    """Every pair of groups differing in one naming setting, tested by :func:`compare_groups`,
+    with TOST, power, P(B > A) and, where the runs saved predictions, per-image evidence.
 
     A and B are ordered by the value of the varied setting, numbers by value and text
     alphabetically (``cnn`` before ``stn``, so the model rows read "STN minus CNN"). When more
     than one pair has a test, their p-values are Holm-adjusted together: the table is one
     family of comparisons.
     """
+    analysis = analysis or Analysis()
+    rng = np.random.default_rng(analysis.seed)
     names = table.names
     out: list[tuple[int, Difference]] = []
     for i, ga in enumerate(table.groups):
@@ -317,8 +374,8 @@ def pair_differences(table: Table) -> list[Difference]:
                 for s, va, vb in zip(names, a.values, b.values, strict=True)
                 if s != setting and (va, vb) != (NA, NA)
             ]
-            result = compare_groups(a, b)
-            out.append((idx, Difference(setting_name(setting), a, b, result, " ".join(shared))))
+            diff = Difference(setting_name(setting), a, b, compare_groups(a, b), " ".join(shared))
+            out.append((idx, _evidence(diff, analysis, rng)))
     out.sort(key=lambda item: (item[0], natural(item[1].a.values), natural(item[1].b.values)))
     diffs = [d for _, d in out]
     tested = [i for i, d in enumerate(diffs) if d.test is not None]
@@ -327,3 +384,23 @@ def pair_differences(table: Table) -> list[Difference]:
         for i, p in zip(tested, adjusted, strict=True):
             diffs[i] = dataclasses.replace(diffs[i], holm_p=p)
     return diffs
+
+
+def _evidence(d: Difference, analysis: Analysis, rng: np.random.Generator) -> Difference:
+    """``d`` with its equivalence test, power, P(B > A) and per-image evidence filled in."""
+    paired = d.test is not None and d.test.test == PAIRED
+    a, b = d.a.accs, d.b.accs
+    images, missing = None, ""
+    try:
+        images = image_evidence(d.a.runs, d.b.runs, paired, analysis.reps, rng)
+    except PredictionsError as err:
+        missing = str(err)
+    return dataclasses.replace(
+        d,
+        rope=analysis.rope,
+        tost=tost(a, b, analysis.rope, paired),
+        power=power_analysis(a, b, analysis.rope, paired),
+        improvement=improvement(a, b, analysis.reps, rng) if min(d.a.n, d.b.n) >= 2 else None,
+        images=images,
+        images_missing=missing,
+    )

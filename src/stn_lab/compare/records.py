@@ -70,6 +70,9 @@ class RunRecord:
     seconds_per_epoch: tuple[float, ...] = ()
     params_total: int | None = None
     params_stn: int | None = None
+    predictions: Path | None = None  # predictions.npy, when the run wrote one
+    variance: dict[str, tuple[str, ...]] | None = None  # what the seed randomises / fixes
+    data_config: dict[str, Any] | None = None  # the resolved ``data`` config, to redraw images
 
     @property
     def key(self) -> GroupKey:
@@ -210,9 +213,25 @@ def _optional_float(value: Any) -> float | None:
     return float(value)
 
 
+def _variance(raw: Any) -> dict[str, tuple[str, ...]] | None:
+    """The run's variance manifest (schema 2, newer runs), each list as a tuple of text."""
+    if not isinstance(raw, dict):
+        return None
+    return {str(k): tuple(str(x) for x in v) for k, v in raw.items() if isinstance(v, list)}
+
+
+def _predictions(name: Any, path: Path) -> Path | None:
+    """The run's predictions file, when metrics.json names one and it exists."""
+    if not isinstance(name, str) or not name:
+        return None
+    file = path / name
+    return file if file.is_file() else None
+
+
 def parse_metrics(data: dict[str, Any], path: Path) -> RunRecord:
     """A decoded metrics.json (any of :data:`SCHEMA_VERSIONS`) as a :class:`RunRecord`."""
     choices = _norm_choices(data.get("choices"))
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
     record = RunRecord(
         path=path,
         status=COMPLETED,
@@ -223,6 +242,9 @@ def parse_metrics(data: dict[str, Any], path: Path) -> RunRecord:
         diverged=data.get("diverged") is True,
         step=_optional_int(data.get("step")),
         best_val_acc=_optional_float(data.get("best_val_acc")),
+        predictions=_predictions(data.get("predictions"), path),
+        variance=_variance(data.get("variance")),
+        data_config=config.get("data") if isinstance(config.get("data"), dict) else None,
     )
     status = data.get("status")
     if status != COMPLETED:

@@ -16,7 +16,7 @@ import numpy as np
 
 from stn_lab.atomic import atomic_write
 from stn_lab.compare.groups import (
-    SIGNIFICANT,
+    BETTER,
     Difference,
     GroupStats,
     Table,
@@ -24,7 +24,8 @@ from stn_lab.compare.groups import (
     setting_name,
 )
 from stn_lab.compare.records import RunRecord, RunSet
-from stn_lab.compare.stats import CONFIDENCE
+from stn_lab.compare.sets import GuardRow, SetsAnalysis, design_guard
+from stn_lab.compare.stats import CONFIDENCE, POI_THRESHOLD, POWER
 
 
 def _display_path(path: Path) -> str:
@@ -111,6 +112,13 @@ def per_class_table(table: Table) -> str:
     return "\n\n".join(blocks) if blocks else "_No per-class accuracies recorded._"
 
 
+def _poi(d: Difference) -> str:
+    i = d.improvement
+    if i is None:
+        return ""
+    return f"{i.p:.2f} [{i.low:.2f}, {i.high:.2f}]" + (" ▲" if i.flagged else "")
+
+
 def difference_cells(d: Difference) -> dict[str, str]:
     """One compared pair's cells of the differences table, by column name."""
     w = d.test
@@ -126,12 +134,13 @@ def difference_cells(d: Difference) -> dict[str, str]:
             None if w is None else (w.low, w.high), "+.2f"
         ),
         "test": "" if w is None else w.test,
-        "df": "" if w is None else f"{w.df:.1f}",
         "p": _p(None if w is None else w.p),
         "Holm p": _p(d.holm_p),
         "Wilcoxon p": _p(None if w is None else w.wilcoxon_p),
         "r": "" if w is None or w.correlation is None else f"{w.correlation:.2f}",
-        "result": d.verdict,
+        f"TOST p (±{100 * d.rope:.2g})": _p(None if d.tost is None else d.tost.p),
+        "P(B > A)": _poi(d),
+        "verdict": d.verdict_text,
     }
 
 
@@ -139,9 +148,9 @@ def differences_table(diffs: Sequence[Difference]) -> str:
     if not diffs:
         return "_No pair of groups differs in exactly one setting._"
     rows = [difference_cells(d) for d in diffs]
-    for r in rows:
-        if r["result"] == SIGNIFICANT:
-            r["result"] = f"**{SIGNIFICANT}**"
+    for r, d in zip(rows, diffs, strict=True):
+        if d.verdict == BETTER:
+            r["verdict"] = f"**{r['verdict']}**"
     return _md_table(list(rows[0]), [list(r.values()) for r in rows])
 
 
@@ -161,6 +170,146 @@ def per_seed_table(diffs: Sequence[Difference]) -> str:
         for d in paired
     ]
     return _md_table(["A", "B", *(f"seed {s}" for s in seeds), "mean"], rows)
+
+
+def _seed_pair(seed_a: int | None, seed_b: int | None) -> str:
+    return f"seed {seed_a}" if seed_a == seed_b else f"seeds {seed_a}/{seed_b}"
+
+
+def image_cells(d: Difference) -> dict[str, str]:
+    """One pair's per-image evidence: the multibootstrap and McNemar for each seed pair."""
+    e = d.images
+    if e is None:
+        return {"A": d.a.label, "B": d.b.label, "images": "", "B − A (pp)": "",
+                f"{100 * CONFIDENCE:.0f}% CI (pp)": "", "McNemar (A only / B only, p)":
+                f"n/a: {d.images_missing}"}  # fmt: skip
+    tests = "; ".join(
+        f"{_seed_pair(sa, sb)}: {m.a_only}/{m.b_only}, p {_p(m.p)}" for sa, sb, m in e.mcnemar
+    )
+    boot = e.bootstrap
+    return {
+        "A": d.a.label,
+        "B": d.b.label,
+        "images": str(e.n_images),
+        "B − A (pp)": f"{100 * boot.diff:+.2f}",
+        f"{100 * CONFIDENCE:.0f}% CI (pp)": _interval((boot.low, boot.high), "+.2f"),
+        "McNemar (A only / B only, p)": tests,
+    }
+
+
+def images_table(diffs: Sequence[Difference]) -> str:
+    if not diffs:
+        return "_No pairs._"
+    rows = [image_cells(d) for d in diffs]
+    return _md_table(list(rows[0]), [list(r.values()) for r in rows])
+
+
+def manifest(table: Table) -> str:
+    """:func:`manifest_text` in italics, for under a markdown table."""
+    return f"_{manifest_text(table)}_"
+
+
+def manifest_text(table: Table) -> str:
+    """What the seed randomises and what is fixed, from the runs' own records; items that only
+    some groups record are marked with those groups, and a disagreement is said out loud."""
+    owners = [(g.label, r) for g in table.groups for r in g.runs]
+    recorded = [(name, r) for name, r in owners if r.variance is not None]
+    if not recorded:
+        return "Variance: these runs recorded no variance manifest (older metrics.json)."
+    parts = []
+    disagree = False
+    for key, title in (
+        ("randomised_by_seed", "Each seed randomises"),
+        ("fixed_across_seeds", "fixed across seeds"),
+    ):
+        items: dict[str, list[str]] = {}
+        for name, r in recorded:
+            for item in r.variance.get(key, ()):
+                items.setdefault(item, [])
+                if name not in items[item]:
+                    items[item].append(name)
+        everyone = {name for name, _ in recorded}
+        cells = []
+        for item, names in items.items():
+            if set(names) == everyone:
+                cells.append(item)
+            else:
+                disagree = True
+                cells.append(f"{item} (only {', '.join(f'`{n}`' for n in names)})")
+        parts.append(f"{title}: {', '.join(cells) or 'nothing'}")
+    text = "Variance: " + "; ".join(parts) + "."
+    if disagree:
+        text += " ⚠ The runs' manifests disagree: what one seed changes differs between groups."
+    missing = len(owners) - len(recorded)
+    if missing:
+        text += f" {missing} run(s) recorded no manifest."
+    return text
+
+
+POI_NOTE = (
+    f"P(B > A) is the chance that a seed of B beats a seed of A (Mann-Whitney U / mn over all "
+    f"seed pairs, ties half) with a {100 * CONFIDENCE:.0f}% bootstrap interval; ▲ marks it "
+    f"above {POI_THRESHOLD}, the threshold recommended for claiming an improvement, which is "
+    "significant only when the interval's lower end is above 0.5."
+)
+
+
+def guard_table(rows: Sequence[GuardRow]) -> str:
+    cells = [[r.test, r.over, f"{r.floor:.3g}", "yes" if r.can_reject else "**no**"] for r in rows]
+    return _md_table(["test", "over", "smallest possible p", f"can reach p < {1 - CONFIDENCE:.2f}"],
+                     cells)  # fmt: skip
+
+
+def _iv(iv: Any) -> str:
+    return f"{100 * iv.point:.2f} [{100 * iv.low:.2f}, {100 * iv.high:.2f}]"
+
+
+def sets_section(sets: SetsAnalysis, table: Table) -> list[str]:
+    """The "Across distortion sets" section: aggregates, design guard, ranks or a refusal."""
+    level = f"{100 * CONFIDENCE:.0f}%"
+    head = ["model", "seeds", *(f"{v} (%)" for v in sets.sets), f"mean [{level} CI]",
+            f"IQM [{level} CI]"]  # fmt: skip
+    rows = [
+        [m.label, _seeds(m.seeds), *(f"{100 * v:.2f}" for v in m.scores.mean(axis=0)),
+         _iv(m.mean), _iv(m.iqm)]
+        for m in sets.models
+    ]  # fmt: skip
+    parts = [
+        f"## Across distortion sets ({sets.setting})",
+        "",
+        "Each model's test accuracy (%) on each set (mean over seeds), its mean over sets and "
+        "its interquartile mean (IQM) over all seed x set scores, each with a "
+        f"{level} stratified-bootstrap interval (seeds resampled within each set, as rliable). "
+        "`profile.png` draws the performance profiles: the share of runs above each accuracy.",
+        "",
+        _md_table(head, rows) if rows else "_No model ran every set._",
+        "",
+        *([f"Left out: {'; '.join(sets.left_out)}.", ""] if sets.left_out else []),
+        manifest(table),
+        "",
+    ]
+    if sets.ranks is None:
+        parts += [f"No critical-difference diagram: {sets.refusal.split(': ', 1)[-1]}.", ""]
+    else:
+        r = sets.ranks
+        rank_rows = [[name, f"{rank:.2f}"] for name, rank in
+                     sorted(r.mean_ranks.items(), key=lambda kv: kv[1])]  # fmt: skip
+        pair_rows = [[a, b, _p(p), _p(q)] for a, b, p, q in r.pairwise]
+        parts += [
+            f"### Ranks across sets (Friedman p {_p(r.friedman_p)}, Nemenyi CD {r.cd:.2f})",
+            "",
+            "Models ranked within each set (1 = best), averaged over sets; two models whose mean "
+            "ranks differ by less than the critical difference (CD) are not told apart "
+            "(`cd.png`).",
+            "",
+            _md_table(["model", "mean rank"], rank_rows),
+            "",
+            _md_table(["model", "model", "Wilcoxon p (over sets)", "Holm p"], pair_rows),
+            "",
+            manifest(table),
+            "",
+        ]
+    return parts
 
 
 def notes_list(table: Table) -> str:
@@ -215,12 +364,20 @@ FAILED_COLUMNS: dict[str, Callable[[RunRecord], str]] = {
 }
 
 
+def _guard_rows(diffs: Sequence[Difference], sets: SetsAnalysis | None) -> list[GuardRow]:
+    if sets is not None and sets.guard:
+        return sets.guard
+    tested = [min(d.a.n, d.b.n) for d in diffs if d.test is not None]
+    return design_guard(min(tested), 0, 0) if tested else []
+
+
 def render_markdown(
     table: Table,
     diffs: Sequence[Difference],
     found: RunSet,
     dirs: Sequence[str] = (),
     include_debug: bool = False,
+    sets: SetsAnalysis | None = None,
 ) -> str:
     """The whole ``compare.md`` document."""
     n_runs = sum(g.n for g in table.groups)
@@ -246,9 +403,13 @@ def render_markdown(
         "",
         results_table(table) if table.groups else "_No completed runs._",
         "",
+        manifest(table),
+        "",
         "## Per-class test accuracy (%)",
         "",
         per_class_table(table),
+        "",
+        manifest(table),
         "",
         "## Differences",
         "",
@@ -259,16 +420,52 @@ def render_markdown(
         "per-seed differences (a seed shares the split, data order and distortion draws on "
         "both sides), with the Wilcoxon signed-rank p and the correlation r of the pairs "
         "beside it; otherwise **Welch**'s t test (Welch–Satterthwaite df). With more than one "
-        "tested pair, Holm p adjusts p across all of them; **significant** means the Holm p "
-        f"(else p) is below {1 - CONFIDENCE:.2f}. The interval is not adjusted. Needs at least "
-        "2 seeds per group.",
+        "tested pair, Holm p adjusts p across all of them. The interval is not adjusted.",
+        "",
+        "The verdict is one of three. **better**: the interval excludes 0 and the Holm p "
+        f"(else p) is below {1 - CONFIDENCE:.2f}. **equivalent within ±δ**: the two one-sided "
+        f"tests (TOST, same pairing) put B − A inside ±δ at {1 - CONFIDENCE:.2f} (δ is "
+        "`--rope`, in accuracy points). **inconclusive**: neither; it gives the smallest "
+        f"difference this design detects with {100 * POWER:.0f}% power (at this n and spread) "
+        "and the seeds per group needed to detect δ. Needs at least 2 seeds per group. " + POI_NOTE,
         "",
         differences_table(diffs),
+        "",
+        manifest(table),
         "",
         "### Per-seed differences (pp)",
         "",
         per_seed_table(diffs),
         "",
+        manifest(table),
+        "",
+        "### Per-image evidence",
+        "",
+        "From each run's `predictions.npy`: every run scores the same test images. B − A and "
+        f"its {100 * CONFIDENCE:.0f}% interval come from a bootstrap over seeds x test images "
+        "(the multibootstrap: each replicate redraws the images, shared by both groups, and "
+        "the seeds, shared when paired), so the interval holds both the seed's and the test "
+        "set's variation. McNemar's exact test compares each seed pair on the images where "
+        "exactly one of the two is right (counts: A right only / B right only).",
+        "",
+        images_table(diffs),
+        "",
+        manifest(table),
+        "",
+        *(
+            [
+                "### Design guard",
+                "",
+                "The smallest p each test can reach with this many seeds (and sets): a test whose "
+                f"floor is above {1 - CONFIDENCE:.2f} can never reject, whatever the results.",
+                "",
+                guard_table(_guard_rows(diffs, sets)),
+                "",
+            ]
+            if _guard_rows(diffs, sets)
+            else []
+        ),
+        *(sets_section(sets, table) if sets is not None else []),
         "## Notes",
         "",
         notes_list(table),
@@ -370,69 +567,46 @@ def write_csv(path: Path, table: Table) -> None:
 def write_differences_csv(path: Path, diffs: Sequence[Difference]) -> None:
     """``differences.csv``: one row per compared pair; numbers as fractions (0-1)."""
     head = [
-        "varied",
-        "a_group",
-        "b_group",
-        "shared",
-        "n_a",
-        "n_b",
-        "mean_a",
-        "mean_b",
-        "diff",
-        "ci_low",
-        "ci_high",
-        "df",
-        "t_crit",
-        "test",
-        "p",
-        "p_holm",
-        "wilcoxon_p",
-        "correlation",
-        "confidence",
-        "result",
-    ]
+        "varied", "a_group", "b_group", "shared", "n_a", "n_b", "mean_a", "mean_b", "diff",
+        "ci_low", "ci_high", "df", "t_crit", "test", "p", "p_holm", "wilcoxon_p", "correlation",
+        "confidence", "rope", "tost_p", "mde", "seeds_needed", "p_improvement",
+        "p_improvement_low", "p_improvement_high", "images", "multiboot_diff", "multiboot_low",
+        "multiboot_high", "mcnemar_p", "verdict", "verdict_text",
+    ]  # fmt: skip
     rows: list[list[Any]] = [head]
     for d in diffs:
-        w = d.test
+        w, i, e = d.test, d.improvement, d.images
+        boot = None if e is None else e.bootstrap
         rows.append(
             [
-                d.varied,
-                d.a.label,
-                d.b.label,
-                d.shared,
-                d.a.n,
-                d.b.n,
-                _num(d.a.acc_mean),
-                _num(d.b.acc_mean),
-                _num(d.diff),
-                _num(None if w is None else w.low),
-                _num(None if w is None else w.high),
-                _num(None if w is None else w.df),
-                _num(None if w is None else w.t_crit),
-                "" if w is None else w.test,
-                _num(None if w is None else w.p),
-                _num(d.holm_p),
+                d.varied, d.a.label, d.b.label, d.shared, d.a.n, d.b.n,
+                _num(d.a.acc_mean), _num(d.b.acc_mean), _num(d.diff),
+                _num(None if w is None else w.low), _num(None if w is None else w.high),
+                _num(None if w is None else w.df), _num(None if w is None else w.t_crit),
+                "" if w is None else w.test, _num(None if w is None else w.p), _num(d.holm_p),
                 _num(None if w is None else w.wilcoxon_p),
-                _num(None if w is None else w.correlation),
-                CONFIDENCE,
-                d.verdict,
+                _num(None if w is None else w.correlation), CONFIDENCE, _num(d.rope),
+                _num(None if d.tost is None else d.tost.p),
+                _num(None if d.power is None else d.power.mde),
+                _num(None if d.power is None else d.power.seeds_needed),
+                _num(None if i is None else i.p), _num(None if i is None else i.low),
+                _num(None if i is None else i.high), _num(None if e is None else e.n_images),
+                _num(None if boot is None else boot.diff), _num(None if boot is None else boot.low),
+                _num(None if boot is None else boot.high),
+                "" if e is None else ";".join(_num(m.p) for _, _, m in e.mcnemar),
+                d.verdict, d.verdict_text,
             ]
-        )
+        )  # fmt: skip
     atomic_write(path, _csv_text(rows))
 
 
-#: Columns of the two booktabs tables in compare.tex (a subset of the markdown columns).
+#: Columns of the booktabs tables in compare.tex (a subset of the markdown columns).
 TEX_GROUP_COLUMNS = ("group", "test acc (%)", f"{100 * CONFIDENCE:.0f}% CI (%)")
 TEX_DIFFERENCE_COLUMNS = (
-    "A",
-    "B",
-    "B − A (pp)",
-    f"{100 * CONFIDENCE:.0f}% CI (pp)",
-    "test",
-    "p",
-    "Holm p",
-    "result",
-)
+    "A", "B", "B − A (pp)", f"{100 * CONFIDENCE:.0f}% CI (pp)", "test", "Holm p", "P(B > A)",
+    "verdict",
+)  # fmt: skip
+TEX_IMAGE_COLUMNS = ("A", "B", "images", "B − A (pp)", f"{100 * CONFIDENCE:.0f}% CI (pp)")
 _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "\\": r"\textbackslash{}",
     "~": r"\textasciitilde{}",
@@ -440,6 +614,10 @@ _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "±": r"$\pm$",
     "−": r"$-$",
     "<": r"$<$",
+    "δ": r"$\delta$",
+    "▲": r"$\star$",
+    "⚠": "(!)",
+    "`": "",
 }
 
 
@@ -457,31 +635,51 @@ def _tex_tabular(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> list
     return [*lines, r"\bottomrule", r"\end{tabular}"]
 
 
-def render_tex(table: Table, diffs: Sequence[Difference]) -> str:
-    """``compare.tex``: the results (and differences) as booktabs tables for a paper."""
-    level = f"{100 * CONFIDENCE:.0f}"
-    lines = [
-        r"% Written by python -m stn_lab.compare. Needs \usepackage{booktabs}.",
+def _tex_table(caption: str, columns: Sequence[str], rows: Sequence[dict[str, str]],
+               note: str) -> list[str]:  # fmt: skip
+    """One booktabs table float with its caption and, under it, the variance manifest."""
+    return [
+        "",
         r"\begin{table}[t]",
         r"\centering",
-        r"\caption{Test accuracy (\%): mean $\pm$ sample std over seeds ($n$) and the "
-        + level
-        + r"\% confidence interval of the mean.}",
-        *_tex_tabular(TEX_GROUP_COLUMNS, [group_cells(g) for g in table.groups]),
+        r"\caption{" + caption + "}",
+        *_tex_tabular(columns, rows),
+        r"\par\smallskip\footnotesize " + _tex(note),
         r"\end{table}",
     ]
+
+
+def render_tex(table: Table, diffs: Sequence[Difference]) -> str:
+    """``compare.tex``: the results, the differences with their verdicts and the per-image
+    evidence as booktabs tables for a paper, each with the variance manifest under it."""
+    level = f"{100 * CONFIDENCE:.0f}"
+    note = manifest_text(table)
+    lines = [
+        r"% Written by python -m stn_lab.compare. Needs \usepackage{booktabs}.",
+        *_tex_table(
+            r"Test accuracy (\%): mean $\pm$ sample std over seeds ($n$) and the "
+            + level + r"\% confidence interval of the mean.",
+            TEX_GROUP_COLUMNS, [group_cells(g) for g in table.groups], note,
+        ),
+    ]  # fmt: skip
     if diffs:
-        lines += [
-            "",
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\caption{Differences in mean test accuracy (B $-$ A, percentage points): "
-            + level
-            + r"\% interval and p of a paired t test over shared seeds, else Welch's t test; "
-            r"Holm p adjusts across the tested pairs.}",
-            *_tex_tabular(TEX_DIFFERENCE_COLUMNS, [difference_cells(d) for d in diffs]),
-            r"\end{table}",
-        ]
+        rope = f"{100 * diffs[0].rope:.2g}"
+        lines += _tex_table(
+            r"Differences in mean test accuracy (B $-$ A, percentage points): " + level
+            + r"\% interval of a paired t test over shared seeds, else Welch's t test; Holm p "
+            r"adjusts across the tested pairs. Verdict: better (interval excludes 0 and Holm "
+            r"p $<$ 0.05), equivalent within $\pm$" + rope + r" (TOST), else inconclusive, "
+            r"with the difference detectable at 80\% power and the seeds needed. "
+            + _tex(POI_NOTE),
+            TEX_DIFFERENCE_COLUMNS, [difference_cells(d) for d in diffs], note,
+        )  # fmt: skip
+        with_images = [image_cells(d) for d in diffs if d.images is not None]
+        if with_images:
+            lines += _tex_table(
+                r"Per-image evidence: B $-$ A (percentage points) with the " + level
+                + r"\% interval of a bootstrap over seeds $\times$ test images.",
+                TEX_IMAGE_COLUMNS, with_images, note,
+            )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 #: Confidence level of every interval ``compare`` reports; ``1 - CONFIDENCE`` is the test level.
 CONFIDENCE = 0.95
@@ -170,3 +170,179 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * float(p[i])))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+# ---------------------------------------------------------------- equivalence and power
+#: Power at which ``compare`` reports the minimum detectable effect and the seeds needed.
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Tost:
+    """Two one-sided tests that ``mean(b) - mean(a)`` lies within ``(-delta, +delta)``.
+
+    ``p`` is the larger of the two one-sided p-values: equivalence at level alpha when
+    ``p < alpha`` (the same as the ``1 - 2 alpha`` interval lying inside the bounds).
+    """
+
+    delta: float
+    p_lower: float  # H0: difference <= -delta
+    p_upper: float  # H0: difference >= +delta
+
+    @property
+    def p(self) -> float:
+        return max(self.p_lower, self.p_upper)
+
+
+def tost(a: Sequence[float], b: Sequence[float], delta: float, paired: bool) -> Tost | None:
+    """TOST for ``mean(b) - mean(a)`` within ``±delta``: one-sample t tests on the per-seed
+    differences when ``paired``, else Welch tests with ``b`` shifted by ``∓delta``.
+    ``None`` with fewer than 2 values a side. No spread: p is 0 inside the bounds, else 1."""
+    xa = np.asarray(a, dtype=float)
+    xb = np.asarray(b, dtype=float)
+    if xa.size < 2 or xb.size < 2:
+        return None
+    if paired:
+        d = xb - xa
+        if float(d.std(ddof=1)) < NO_SPREAD:
+            return _tost_no_spread(float(d.mean()), delta)
+        low = _quiet(stats.ttest_1samp, d, -delta, alternative="greater").pvalue
+        high = _quiet(stats.ttest_1samp, d, delta, alternative="less").pvalue
+    else:
+        if math.sqrt(xa.var(ddof=1) / xa.size + xb.var(ddof=1) / xb.size) < NO_SPREAD:
+            return _tost_no_spread(float(xb.mean() - xa.mean()), delta)
+        low = _quiet(stats.ttest_ind, xb + delta, xa, equal_var=False, alternative="greater")
+        high = _quiet(stats.ttest_ind, xb - delta, xa, equal_var=False, alternative="less")
+        low, high = low.pvalue, high.pvalue
+    return Tost(delta, float(low), float(high))
+
+
+def _tost_no_spread(diff: float, delta: float) -> Tost:
+    inside = abs(diff) < delta
+    return Tost(delta, 0.0 if inside else 1.0, 0.0 if inside else 1.0)
+
+
+def t_power(effect: float, nobs: float, df: float, alpha: float = 1 - CONFIDENCE) -> float:
+    """Power of a two-sided t test at standardised ``effect`` (noncentrality effect·√nobs)."""
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = effect * math.sqrt(nobs)
+    # The lower tail is negligible for a positive effect, and scipy's nct gives NaN for it at
+    # large noncentrality (n = 2 seeds needs effect ~ 11.5).
+    lower = float(np.nan_to_num(stats.nct.cdf(-crit, df, nc)))
+    return float(stats.nct.sf(crit, df, nc)) + lower
+
+
+@dataclass(frozen=True)
+class Power:
+    """What this design can detect: ``mde`` is the difference (accuracy units) found with
+    :data:`POWER` at this n and spread; ``seeds_needed`` per group to detect ``delta``."""
+
+    sd: float  # the spread the effect is measured in: of the differences, or pooled
+    mde: float
+    delta: float
+    seeds_needed: int | None  # None: no spread to size a design from
+
+
+def _effective(n_a: float, n_b: float, paired: bool) -> tuple[float, float]:
+    """``(nobs, df)`` of the t test: a paired test has n - 1 df and nobs n; two independent
+    groups have nobs = 1 / (1/n_a + 1/n_b) and n_a + n_b - 2 df (as statsmodels' pooled test)."""
+    if paired:
+        return float(n_a), float(n_a - 1)
+    return 1.0 / (1.0 / n_a + 1.0 / n_b), float(n_a + n_b - 2)
+
+
+def power_analysis(
+    a: Sequence[float], b: Sequence[float], delta: float, paired: bool, power: float = POWER
+) -> Power | None:
+    """The minimum detectable effect at this n and the seeds per group needed for ``delta``.
+
+    Paired: one-sample t on the differences (``statsmodels`` ``TTestPower``); independent:
+    the pooled two-sample t with equal group sizes for the seeds needed (``TTestIndPower``,
+    Welch has no closed power). Two-sided at ``1 - CONFIDENCE``. ``None`` below 2 a side."""
+    xa = np.asarray(a, dtype=float)
+    xb = np.asarray(b, dtype=float)
+    n_a, n_b = xa.size, xb.size
+    if n_a < 2 or n_b < 2:
+        return None
+    if paired:
+        sd = float((xb - xa).std(ddof=1))
+    else:
+        pooled = ((n_a - 1) * xa.var(ddof=1) + (n_b - 1) * xb.var(ddof=1)) / (n_a + n_b - 2)
+        sd = math.sqrt(float(pooled))
+    if sd < NO_SPREAD:
+        return Power(sd, 0.0, delta, None)
+    nobs, df = _effective(n_a, n_b, paired)
+    effect = optimize.brentq(lambda e: t_power(e, nobs, df) - power, 1e-6, 1e3)
+
+    def shortfall(n: float) -> float:
+        return t_power(delta / sd, *_effective(n, n, paired)) - power
+
+    needed = 2.0 if shortfall(2.0) >= 0 else optimize.brentq(shortfall, 2.0, 1e9)
+    return Power(sd, float(effect) * sd, delta, math.ceil(needed - 1e-9))
+
+
+# ---------------------------------------------------------------- probability of improvement
+#: P(B > A) above this is flagged: the threshold Bouthillier et al. (2021) recommend for a
+#: meaningful improvement (it is significant only if its interval's lower end exceeds 0.5).
+POI_THRESHOLD = 0.75
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """P(B > A): the share of (seed of A, seed of B) pairs where B scores higher, ties half
+    (Mann-Whitney U / mn). ``a`` and ``b`` are ``(..., m)`` and ``(..., n)``: leading axes are
+    bootstrap replicates."""
+    diff = np.asarray(b, dtype=float)[..., :, None] - np.asarray(a, dtype=float)[..., None, :]
+    return (np.sign(np.round(diff, 12)) + 1.0).mean(axis=(-1, -2)) / 2.0
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """P(B > A) with its percentile bootstrap interval (seeds resampled within each group)."""
+
+    p: float
+    low: float
+    high: float
+
+    @property
+    def flagged(self) -> bool:
+        return self.p > POI_THRESHOLD
+
+
+def improvement(
+    a: Sequence[float], b: Sequence[float], reps: int, rng: np.random.Generator
+) -> Improvement:
+    """:func:`probability_of_improvement` of B over A and its 95% interval from ``reps``
+    resamples of each group's seeds, drawn independently (rliable's stratified independent
+    bootstrap over one task)."""
+    xa = np.asarray(a, dtype=float)
+    xb = np.asarray(b, dtype=float)
+    boot_a = xa[rng.integers(0, xa.size, (reps, xa.size))]
+    boot_b = xb[rng.integers(0, xb.size, (reps, xb.size))]
+    low, high = percentile_interval(probability_of_improvement(boot_a, boot_b))
+    return Improvement(float(probability_of_improvement(xa, xb)), low, high)
+
+
+def percentile_interval(
+    replicates: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``replicates`` (axis 0)."""
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------- smallest reachable p
+def wilcoxon_floor(n: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon signed-rank test over n pairs can give."""
+    return min(1.0, 2.0 / 2**n)
+
+
+def mann_whitney_floor(m: int, n: int) -> float:
+    """The smallest two-sided p an exact Mann-Whitney test of m against n values can give."""
+    return min(1.0, 2.0 / math.comb(m + n, m))
+
+
+def friedman_floor(blocks: int, treatments: int) -> float:
+    """The smallest p an exact Friedman test can give: every block ranks the treatments the
+    same way, which has probability ``(k!)^(1 - blocks)`` under the null."""
+    return float(math.factorial(treatments) ** (1 - blocks))
