@@ -517,6 +517,11 @@ def test_module_runs_as_script(logs: Path, tmp_path: Path) -> None:
     assert (out / "compare.md").is_file()
 
 
+#: The one function that may import the training side, lazily: it rebuilds a run's DataModule
+#: to draw disagreements.png, and nothing else in compare needs torch.
+LAZY_DATA_IMPORT = ("plots.py", "load_test_images")
+
+
 def test_compare_imports_no_model_or_training_code() -> None:
     package = Path(compare.__file__).parent
     modules = sorted(package.glob("*.py"))
@@ -524,7 +529,16 @@ def test_compare_imports_no_model_or_training_code() -> None:
     imported: set[str] = set()
     from_stn_lab: set[str] = set()
     for module in modules:
-        for node in ast.walk(ast.parse(module.read_text())):
+        tree = ast.parse(module.read_text())
+        exempt: set[int] = set()
+        for func in ast.walk(tree):
+            if isinstance(func, ast.FunctionDef) and (module.name, func.name) == LAZY_DATA_IMPORT:
+                lazy = [n for n in ast.walk(func) if isinstance(n, (ast.Import, ast.ImportFrom))]
+                assert [n.module for n in lazy] == ["hydra.utils"]
+                exempt |= {id(n) for n in lazy}
+        for node in ast.walk(tree):
+            if id(node) in exempt:
+                continue
             if isinstance(node, ast.Import):
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom):

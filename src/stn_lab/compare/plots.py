@@ -1,0 +1,156 @@
+"""The pictures beside ``compare.md``: performance profiles (``profile.png``), the
+critical-difference diagram (``cd.png``) and the images two models disagree on
+(``disagreements.png``).
+
+All are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot state, no GUI
+backend). Only :func:`load_test_images` touches the training side, and only when called: it rebuilds
+the run's DataModule to get the distorted test images, which imports torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stn_lab.atomic import atomic_write
+from stn_lab.compare.groups import MODEL, Difference
+from stn_lab.compare.predictions import disagreements
+from stn_lab.compare.sets import SetsAnalysis
+
+#: Images per side in ``disagreements.png``.
+DISAGREEMENTS = 16
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write(path, buf.getvalue())
+
+
+def write_profile(path: Path, sets: SetsAnalysis) -> None:
+    """``profile.png``: for each model, the share of its seed x set runs whose test accuracy
+    is above tau, with the stratified-bootstrap 95% band."""
+    fig = _figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    for m in sets.models:
+        (line,) = ax.plot(100 * sets.taus, m.profile, label=m.label)
+        ax.fill_between(100 * sets.taus, m.profile_low, m.profile_high, alpha=0.2,
+                        color=line.get_color())  # fmt: skip
+    ax.set_xlabel("test accuracy τ (%)")
+    ax.set_ylabel("fraction of runs with accuracy > τ")
+    ax.set_title(f"Performance profiles over {len(sets.sets)} sets ({', '.join(sets.sets)})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def write_cd(path: Path, sets: SetsAnalysis) -> None:
+    """``cd.png``: mean ranks on an axis (1 = best, left) with the Nemenyi critical difference,
+    and a bar joining models whose ranks differ by less than it."""
+    ranks = sets.ranks
+    if ranks is None:
+        raise ValueError("no ranks: the design is below the critical-difference minimum")
+    order = sorted(ranks.mean_ranks.items(), key=lambda kv: kv[1])
+    k = len(order)
+    fig = _figure(7.0, 1.6 + 0.35 * k)
+    ax = fig.add_subplot()
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-k - 1, 2)
+    ax.axhline(0, color="black", lw=1)
+    for r in range(1, k + 1):
+        ax.plot([r, r], [0, 0.15], color="black", lw=1)
+        ax.text(r, 0.35, str(r), ha="center", fontsize=9)
+    ax.plot([1, 1 + ranks.cd], [1.3, 1.3], color="black", lw=2)
+    ax.text(1 + ranks.cd / 2, 1.5, f"CD = {ranks.cd:.2f}", ha="center", fontsize=9)
+    for i, (name, rank) in enumerate(order):
+        y = -(i + 1)
+        ax.plot([rank, rank], [0, y], color="tab:blue", lw=1)
+        ax.text(rank, y - 0.1, f"{name} ({rank:.2f})", ha="left", va="top", fontsize=8)
+    # Cliques: maximal runs of models (in rank order) within one CD of each other.
+    y = 0.6
+    for i in range(k):
+        j = max(j for j in range(i, k) if order[j][1] - order[i][1] < ranks.cd)
+        if j > i and (i == 0 or order[j][1] - order[i - 1][1] >= ranks.cd):
+            ax.plot([order[i][1], order[j][1]], [y, y], color="tab:red", lw=3)
+            y += 0.2
+    ax.set_axis_off()
+    ax.set_title(f"Mean rank over {len(sets.sets)} sets (Friedman p = {ranks.friedman_p:.3g})")
+    _save(fig, path)
+
+
+def load_test_images(data_config: dict[str, Any], indices: Sequence[int]) -> np.ndarray:
+    """The run's test images at ``indices`` as it saw them (distorted from ``eval_seed`` and the
+    index), uint8 ``[n, C, H, W]``, rebuilt from its recorded ``data`` config.
+
+    Imported here, not at the top: ``compare`` itself needs neither torch nor Lightning, and
+    only this picture needs the images. Never downloads.
+    """
+    from hydra.utils import instantiate
+
+    datamodule = instantiate({**data_config, "download": False})
+    datamodule.setup("test")
+    images = datamodule.splits["test"].tensors[0]
+    return images[list(indices)].cpu().numpy()
+
+
+def model_pairs(diffs: Sequence[Difference]) -> list[Difference]:
+    """The differences worth a disagreement grid: model against model, with predictions."""
+    return [d for d in diffs if d.varied == MODEL and d.images is not None]
+
+
+def write_disagreements(
+    path: Path, diffs: Sequence[Difference], class_names: Sequence[str] = ()
+) -> str:
+    """``disagreements.png``: for each model pair, the 16 most confident images B gets right and
+    A wrong, and the reverse. Returns "" when written, else the one-line reason it was not
+    (no model pair with predictions, or the test images cannot be rebuilt here)."""
+    pairs = model_pairs(diffs)
+    if not pairs:
+        return "no model pair with predictions.npy on both sides"
+    config = next((r.data_config for r in pairs[0].a.runs if r.data_config), None)
+    if config is None:
+        return "the runs recorded no data config to rebuild the test images from"
+    picks = [disagreements(d.images.a, d.images.b, DISAGREEMENTS) for d in pairs]
+    wanted = sorted({i for b_wins, a_wins in picks for i, *_ in [*b_wins, *a_wins]})
+    try:
+        found = load_test_images(config, wanted) if wanted else np.zeros((0, 1, 1, 1), np.uint8)
+    except Exception as err:  # noqa: BLE001 - any failure only costs the picture, said in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"test images unavailable here ({type(err).__name__}: {first})"
+    images = dict(zip(wanted, found, strict=True))
+    fig = _figure(12.0, 3.4 * len(pairs))
+    rows = fig.subfigures(len(pairs), 1, squeeze=False)[:, 0]
+    for row, d, (b_wins, a_wins) in zip(rows, pairs, picks, strict=True):
+        for sub, wins, right, wrong in zip(
+            row.subfigures(1, 2), (b_wins, a_wins), (d.b, d.a), (d.a, d.b), strict=True
+        ):
+            _grid(sub, wins, images, class_names)
+            sub.suptitle(f"{right.label} right, {wrong.label} wrong ({len(wins)})", fontsize=9)
+    _save(fig, path)
+    return ""
+
+
+def _grid(fig: Any, wins: Sequence[tuple[int, int, int, float]], images: dict,
+          class_names: Sequence[str]) -> None:  # fmt: skip
+    axes = fig.subplots(2, DISAGREEMENTS // 2)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (index, label, wrong, confidence) in zip(axes.flat, wins, strict=False):
+        image = images[index].transpose(1, 2, 0)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        name = class_names[wrong] if wrong < len(class_names) else str(wrong)
+        truth = class_names[label] if label < len(class_names) else str(label)
+        ax.set_title(f"#{index} {truth}\nother said {name} ({confidence:.2f})", fontsize=6)
