@@ -10,6 +10,7 @@ the run's DataModule to get the distorted test images, which imports torch and L
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def write_disagreements(
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return f"test images unavailable here ({type(err).__name__}: {first})"
     images = dict(zip(wanted, found, strict=True))
-    fig = _figure(12.0, 3.4 * len(pairs))
+    fig = _figure(10.0, 6.0 * len(pairs))
     rows = fig.subfigures(len(pairs), 1, squeeze=False)[:, 0]
     for row, d, (b_wins, a_wins) in zip(rows, pairs, picks, strict=True):
         for sub, wins, right, wrong in zip(
@@ -145,7 +146,8 @@ def write_disagreements(
 
 def _grid(fig: Any, wins: Sequence[tuple[int, int, int, float]], images: dict,
           class_names: Sequence[str]) -> None:  # fmt: skip
-    axes = fig.subplots(2, DISAGREEMENTS // 2)
+    side = math.isqrt(DISAGREEMENTS)
+    axes = fig.subplots(side, side)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (index, label, wrong, confidence) in zip(axes.flat, wins, strict=False):
@@ -153,4 +155,4 @@ def _grid(fig: Any, wins: Sequence[tuple[int, int, int, float]], images: dict,
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
         name = class_names[wrong] if wrong < len(class_names) else str(wrong)
         truth = class_names[label] if label < len(class_names) else str(label)
-        ax.set_title(f"#{index} {truth}\nother said {name} ({confidence:.2f})", fontsize=6)
+        ax.set_title(f"#{index} {truth}\nother: {name} ({confidence:.2f})", fontsize=7)

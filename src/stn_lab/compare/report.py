@@ -219,7 +219,7 @@ def manifest_text(table: Table) -> str:
     parts = []
     disagree = False
     for key, title in (
-        ("randomised_by_seed", "Each seed randomises"),
+        ("randomised_by_seed", "each seed randomises"),
         ("fixed_across_seeds", "fixed across seeds"),
     ):
         items: dict[str, list[str]] = {}
@@ -409,8 +409,7 @@ def render_markdown(
         "",
         per_class_table(table),
         "",
-        manifest(table),
-        "",
+        *([manifest(table), ""] if any(g.acc_per_class for g in table.groups) else []),
         "## Differences",
         "",
         "Pairs of groups that differ in exactly one setting (`n/a` matches anything when the "

@@ -1,0 +1,489 @@
+"""``compare``'s statistics against their reference implementations (issue 15, points 2-6).
+
+Fixed small inputs: 2, 3 and 5 seeds with unequal variances. Bootstraps use few replicates
+and are compared within Monte Carlo tolerance; everything else must agree to float precision.
+
+References: scipy (``bootstrap(paired=True)``, ``wilcoxon``, ``mannwhitneyu``), statsmodels
+(``mcnemar``, ``ttost_paired``, ``ttost_ind``, ``TTestPower``, ``TTestIndPower``,
+``multipletests``), rliable (``probability_of_improvement``, ``aggregate_mean``/``_iqm``,
+``get_interval_estimates``, ``create_performance_profile``) and autorank (mean ranks and
+Nemenyi CD). The MultiBERTs multibootstrap has no package: its published algorithm is written
+out below as a plain loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from stn_lab import compare
+from stn_lab.compare import groups, predictions, report, sets, stats
+
+# Paired accuracies (a[i], b[i] share seed i) for n = 2, 3 and 5, with unequal variances.
+CASES = [
+    ([0.80, 0.83], [0.86, 0.87]),
+    ([0.80, 0.81, 0.79], [0.90, 0.85, 0.95]),
+    ([0.71, 0.74, 0.70, 0.78, 0.75], [0.80, 0.86, 0.79, 0.81, 0.90]),
+]
+ROPE = 0.05
+
+
+@pytest.fixture
+def rliable(monkeypatch):
+    """rliable 1.2 passes ``random_state=`` to arch's bootstraps, which arch 8 (the only arch
+    that imports beside pandas 3) no longer accepts; drop that keyword, change nothing else.
+    rliable draws its indices from numpy's global generator, seeded here."""
+    arch_bootstrap = pytest.importorskip("arch.bootstrap")
+    for cls in (arch_bootstrap.IIDBootstrap, arch_bootstrap.IndependentSamplesBootstrap):
+        original = cls.__init__
+
+        def init(self, *args, _original=original, random_state=None, **kwargs):
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    library = pytest.importorskip("rliable.library")
+    np.random.seed(0)
+    return library, pytest.importorskip("rliable.metrics")
+
+
+# ---------------------------------------------------------------- 2. per-image evidence
+def correctness(n_seeds: int, n_images: int, accuracy: float, spread: float, seed: int):
+    """Right/wrong per seed and image: image difficulty shared, seed quality varying."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.uniform(-1.0, 1.0, n_images)
+    quality = accuracy + spread * rng.standard_normal(n_seeds)
+    chance = np.clip(quality[:, None] + 0.2 * difficulty, 0, 1)
+    return rng.uniform(size=(n_seeds, n_images)) < chance
+
+
+def test_multibootstrap_with_one_seed_is_scipys_paired_bootstrap() -> None:
+    a = correctness(1, 400, 0.80, 0.0, 1)
+    b = correctness(1, 400, 0.86, 0.0, 2)
+    ours = predictions.multibootstrap(a, b, True, 4000, np.random.default_rng(0))
+    ref = scipy_stats.bootstrap(
+        (a[0].astype(float), b[0].astype(float)),
+        lambda x, y: y.mean() - x.mean(),
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=4000,
+        rng=np.random.default_rng(1),
+    ).confidence_interval
+    assert ours.diff == pytest.approx(b.mean() - a.mean())
+    assert (ours.low, ours.high) == pytest.approx((ref.low, ref.high), abs=0.006)
+
+
+def multibootstrap_reference(a, b, paired, reps, rng):
+    """Sellam et al. (2022), MultiBERTs, Algorithm 1: per replicate, draw seeds and examples
+    with replacement (the same seeds on both sides when paired) and take the difference of the
+    mean scores on that sample."""
+    out = []
+    for _ in range(reps):
+        x = rng.integers(0, a.shape[1], a.shape[1])
+        sa = rng.integers(0, a.shape[0], a.shape[0])
+        sb = sa if paired else rng.integers(0, b.shape[0], b.shape[0])
+        out.append(b[np.ix_(sb, x)].mean() - a[np.ix_(sa, x)].mean())
+    return np.percentile(out, [2.5, 97.5])
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3, 5])
+@pytest.mark.parametrize("paired", [True, False])
+def test_multibootstrap_matches_the_published_algorithm(n_seeds: int, paired: bool) -> None:
+    a = correctness(n_seeds, 300, 0.78, 0.01, n_seeds)  # unequal seed-to-seed spread
+    b = correctness(n_seeds, 300, 0.84, 0.05, 10 + n_seeds)
+    ours = predictions.multibootstrap(a, b, paired, 2000, np.random.default_rng(0))
+    ref = multibootstrap_reference(a, b, paired, 2000, np.random.default_rng(1))
+    assert (ours.low, ours.high) == pytest.approx(tuple(ref), abs=0.008)
+    # Both sources of variation: wider than the images alone give for the mean seed.
+    images_only = predictions.multibootstrap(
+        a.mean(0, keepdims=True), b.mean(0, keepdims=True), True, 2000, np.random.default_rng(0)
+    )
+    assert ours.high - ours.low >= images_only.high - images_only.low - 0.004
+
+
+@pytest.mark.parametrize(("a_only", "b_only"), [(0, 0), (3, 9), (10, 10), (1, 30), (40, 25)])
+@pytest.mark.parametrize("exact", [True, False])
+def test_mcnemar_matches_statsmodels(a_only: int, b_only: int, exact: bool) -> None:
+    contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
+    both, neither = 50, 7
+    a = np.array([1] * both + [1] * a_only + [0] * b_only + [0] * neither, dtype=bool)
+    b = np.array([1] * both + [0] * a_only + [1] * b_only + [0] * neither, dtype=bool)
+    ours = predictions.mcnemar(a, b, exact=exact)
+    assert (ours.a_only, ours.b_only) == (a_only, b_only)
+    if a_only + b_only == 0:
+        assert ours.p == 1.0
+        return
+    ref = contingency.mcnemar([[both, a_only], [b_only, neither]], exact=exact, correction=True)
+    assert ours.p == pytest.approx(ref.pvalue)
+
+
+def table_of(index, label, pred, confidence) -> np.ndarray:
+    out = np.empty(len(index), dtype=PREDICTION_DTYPE)
+    out["index"], out["label"], out["pred"], out["confidence"] = index, label, pred, confidence
+    return out
+
+
+PREDICTION_DTYPE = np.dtype(
+    [("index", "<i4"), ("pred", "i1"), ("label", "i1"), ("confidence", "<f2")]
+)
+
+
+def test_disagreements_most_seeds_then_most_confident_mistake() -> None:
+    label = np.array([0, 1, 2, 3, 4])
+    a = predictions.Predictions(
+        np.arange(5), label,
+        pred=np.array([[9, 1, 9, 9, 4], [9, 1, 2, 9, 4]]),
+        confidence=np.array([[0.9, 0.5, 0.99, 0.6, 0.5], [0.7, 0.5, 0.5, 0.8, 0.5]]),
+    )  # fmt: skip
+    b = predictions.Predictions(
+        np.arange(5), label,
+        pred=np.array([[0, 8, 2, 3, 4], [0, 8, 2, 3, 4]]),
+        confidence=np.full((2, 5), 0.5),
+    )  # fmt: skip
+    b_right, a_right = predictions.disagreements(a, b, k=16)
+    # Images 0 and 3 are won in both seeds; 0's mistake is the more confident (0.8 vs 0.7).
+    assert b_right == [(0, 0, 9, pytest.approx(0.8)), (3, 3, 9, pytest.approx(0.7)),
+                       (2, 2, 9, pytest.approx(0.99))]  # fmt: skip
+    assert a_right == [(1, 1, 8, 0.5)]
+
+
+# ---------------------------------------------------------------- 3. the verdict
+@pytest.mark.parametrize(("a", "b"), CASES)
+def test_tost_matches_statsmodels(a: list[float], b: list[float]) -> None:
+    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
+    xa, xb = np.array(a), np.array(b)
+    for delta in (ROPE, 0.2):
+        p, low, high = weightstats.ttost_paired(xb, xa, -delta, delta)
+        ours = stats.tost(a, b, delta, paired=True)
+        assert (ours.p, ours.p_lower, ours.p_upper) == pytest.approx((p, low[1], high[1]))
+        p, low, high = weightstats.ttost_ind(xb, xa, -delta, delta, usevar="unequal")
+        ours = stats.tost(a, b, delta, paired=False)
+        assert (ours.p, ours.p_lower, ours.p_upper) == pytest.approx((p, low[1], high[1]))
+
+
+@pytest.mark.parametrize(("a", "b"), CASES)
+def test_power_matches_statsmodels(a: list[float], b: list[float]) -> None:
+    power = pytest.importorskip("statsmodels.stats.power")
+    n = len(a)
+    paired = stats.power_analysis(a, b, 0.005, paired=True)
+    sd = np.std(np.subtract(b, a), ddof=1)
+    assert paired.sd == pytest.approx(sd)
+    effect = power.TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8)
+    assert paired.mde == pytest.approx(effect * sd, rel=1e-5)
+    needed = power.TTestPower().solve_power(effect_size=0.005 / sd, alpha=0.05, power=0.8)
+    assert paired.seeds_needed == math.ceil(needed)
+    welch = stats.power_analysis(a, b, 0.005, paired=False)
+    pooled = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)  # equal n
+    effect = power.TTestIndPower().solve_power(nobs1=n, ratio=1.0, alpha=0.05, power=0.8)
+    assert welch.mde == pytest.approx(effect * pooled, rel=1e-5)
+    needed = power.TTestIndPower().solve_power(effect_size=0.005 / pooled, alpha=0.05, power=0.8)
+    assert welch.seeds_needed == math.ceil(needed)
+
+
+def test_power_with_unequal_groups_matches_statsmodels() -> None:
+    power = pytest.importorskip("statsmodels.stats.power")
+    a, b = [0.70, 0.74, 0.69], [0.80, 0.86, 0.79, 0.81, 0.90]
+    ours = stats.power_analysis(a, b, 0.01, paired=False)
+    effect = power.TTestIndPower().solve_power(nobs1=3, ratio=5 / 3, alpha=0.05, power=0.8)
+    assert ours.mde == pytest.approx(effect * ours.sd, rel=1e-5)
+    assert stats.power_analysis([0.8], b, 0.01, paired=False) is None
+
+
+def difference(a: list[float], b: list[float], rope: float = ROPE) -> groups.Difference:
+    def group(name: str, accs: list[float]) -> groups.GroupStats:
+        return groups.GroupStats(
+            key=(("x", name),), n=len(accs), seeds=list(range(len(accs))), accs=accs,
+            acc_mean=float(np.mean(accs)), acc_std=None, acc_ci=None, loss_mean=0.0,
+            loss_std=None, label=f"x={name}", values=(name,),
+        )  # fmt: skip
+
+    table = groups.Table([group("a", a), group("b", b)], [("config", "x")], {})
+    (d,) = groups.pair_differences(table, groups.Analysis(rope=rope, reps=200))
+    return d
+
+
+def test_verdict_better_equivalent_inconclusive() -> None:
+    better = difference(*CASES[2])
+    assert better.verdict == "better" and better.verdict_text == "B better"
+    worse = difference(CASES[2][1], CASES[2][0])
+    assert worse.verdict_text == "A better"
+    # Tiny, consistent gain: significant, and TOST puts it inside ±0.5 pp as well.
+    tiny = difference([0.900, 0.910, 0.920], [0.901, 0.9115, 0.9208], rope=0.005)
+    assert tiny.verdict == "better" and tiny.verdict_text == "B better, by less than ±0.5 pp"
+    same = difference([0.900, 0.910, 0.920, 0.905, 0.915], [0.901, 0.909, 0.921, 0.904, 0.916])
+    assert same.verdict == "equivalent" and same.verdict_text == "equivalent within ±5 pp"
+    noisy = difference([0.80, 0.90, 0.70], [0.85, 0.80, 0.95], rope=0.005)
+    assert noisy.verdict == "inconclusive"
+    assert noisy.verdict_text == (
+        f"inconclusive: detects {100 * noisy.power.mde:.2f} pp at n=3; "
+        f"{noisy.power.seeds_needed} seeds/group to detect ±0.5 pp"
+    )
+
+
+# ---------------------------------------------------------------- 4. P(improvement)
+POI_CASES = [
+    ([0.80, 0.83], [0.86, 0.82]),
+    ([0.80, 0.81, 0.79], [0.90, 0.80, 0.95]),
+    ([0.71, 0.74, 0.70, 0.78, 0.75], [0.80, 0.74, 0.79, 0.70, 0.90]),
+    ([0.70, 0.74, 0.69], [0.80, 0.86, 0.79, 0.81, 0.69]),  # unequal n, a tie
+]
+
+
+@pytest.mark.parametrize(("a", "b"), POI_CASES)
+def test_probability_of_improvement_matches_rliable(rliable, a, b) -> None:
+    library, metrics = rliable
+    xa, xb = np.array(a)[:, None], np.array(b)[:, None]
+    ours = stats.improvement(a, b, 20000, np.random.default_rng(0))
+    assert ours.p == pytest.approx(metrics.probability_of_improvement(xb, xa))
+    u = scipy_stats.mannwhitneyu(b, a, alternative="greater").statistic
+    assert ours.p == pytest.approx(u / (len(a) * len(b)))
+    point, _ = library.get_interval_estimates(
+        {"b>a": (xb, xa)},
+        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
+        reps=10,
+    )
+    assert ours.p == pytest.approx(point["b>a"][0])
+    # The interval: rliable's own resamples (its stratified independent bootstrap, as
+    # get_interval_estimates draws them). P takes values k / mn, so a 2.5% percentile from 1000
+    # replicates wanders by a step or two: ours must lie in the band rliable's replicates give
+    # for the 1-5% (and 95-99%) percentiles.
+    replicates = library.StratifiedIndependentBootstrap(xb, xa).apply(
+        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), 1000
+    )[:, 0]
+    low_band, high_band = np.percentile(replicates, [1, 5]), np.percentile(replicates, [95, 99])
+    assert low_band[0] - 1e-9 <= ours.low <= low_band[1] + 1e-9
+    assert high_band[0] - 1e-9 <= ours.high <= high_band[1] + 1e-9
+
+
+def test_improvement_flag_above_threshold_and_noted(tmp_path: Path, capsys) -> None:
+    assert stats.improvement([0.8, 0.81, 0.79], [0.9, 0.85, 0.95], 100,
+                             np.random.default_rng(0)).flagged  # fmt: skip
+    assert not stats.improvement(*POI_CASES[0], 100, np.random.default_rng(0)).flagged  # 0.75
+    d = difference(*CASES[1])
+    assert report.difference_cells(d)["P(B > A)"].endswith("▲")
+    assert "above 0.75" in report.POI_NOTE and "lower end is above 0.5" in report.POI_NOTE
+
+
+# ---------------------------------------------------------------- 5. across distortion sets
+def scores_matrix(n_seeds: int) -> np.ndarray:
+    """[seed, set] accuracies on 5 sets, the spread growing from set to set."""
+    rng = np.random.default_rng(n_seeds)
+    base = np.array([0.95, 0.90, 0.85, 0.80, 0.70])
+    return base + rng.standard_normal((n_seeds, 5)) * np.array([0.002, 0.01, 0.02, 0.04, 0.06])
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3, 5])
+def test_mean_and_iqm_intervals_match_rliable(rliable, n_seeds: int) -> None:
+    library, metrics = rliable
+    scores = scores_matrix(n_seeds)
+    assert sets.aggregate_mean(scores) == pytest.approx(metrics.aggregate_mean(scores))
+    assert sets.aggregate_iqm(scores) == pytest.approx(metrics.aggregate_iqm(scores))
+    boot = sets.stratified_bootstrap(scores, 4000, np.random.default_rng(0))
+    point, interval = library.get_interval_estimates(
+        {"m": scores},
+        lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)]),
+        reps=4000,
+    )
+    ours = [
+        stats.percentile_interval(sets.aggregate_mean(boot)),
+        stats.percentile_interval(sets.aggregate_iqm(boot)),
+    ]
+    for k in range(2):
+        assert ours[k] == pytest.approx(tuple(interval["m"][:, k]), abs=0.004)
+
+
+def test_performance_profile_matches_rliable(rliable) -> None:
+    library, _ = rliable
+    scores = scores_matrix(3)
+    taus = np.linspace(0.6, 1.0, 21)
+    profiles, _ = library.create_performance_profile({"m": scores}, taus, reps=10)
+    assert sets.performance_profile(scores, taus) == pytest.approx(profiles["m"])
+
+
+def test_design_guard_floors_are_the_exact_tests_smallest_p() -> None:
+    assert stats.wilcoxon_floor(4) == 0.125  # the issue's example: 4 sets never below 0.125
+    for n in (2, 3, 4, 5, 6):
+        all_positive = np.arange(1, n + 1) / 100
+        exact = scipy_stats.wilcoxon(all_positive, method="exact").pvalue
+        assert stats.wilcoxon_floor(n) == pytest.approx(exact)
+    for m, n in ((2, 2), (3, 3), (3, 5)):
+        exact = scipy_stats.mannwhitneyu(np.arange(m), 10 + np.arange(n), method="exact").pvalue
+        assert stats.mann_whitney_floor(m, n) == pytest.approx(exact)
+    # Friedman, 3 blocks x 3 treatments, by enumerating every ranking of every block.
+    perms = list(itertools.permutations(range(3)))
+    statistic = [
+        scipy_stats.friedmanchisquare(*np.array(blocks).T).statistic
+        for blocks in itertools.product(perms, repeat=3)
+    ]
+    exact_floor = np.mean(np.isclose(statistic, max(statistic)))
+    assert stats.friedman_floor(3, 3) == pytest.approx(exact_floor)
+    rows = sets.design_guard(3, 4, 2)
+    assert [(r.over, r.floor, r.can_reject) for r in rows] == [
+        ("3 seeds", 0.25, False), ("3 vs 3 seeds", 0.1, False), ("4 sets", 0.125, False),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("n_sets", "n_models"), [(6, 3), (7, 4)])
+def test_ranks_and_cd_match_autorank(n_sets: int, n_models: int) -> None:
+    autorank = pytest.importorskip("autorank")
+    pandas = pytest.importorskip("pandas")
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(n_sets)
+    means = rng.uniform(0.6, 0.95, (n_sets, n_models)) + np.linspace(0, 0.05, n_models)
+    means[0, :2] = 0.9  # a tie: ranks averaged
+    labels = [f"m{i}" for i in range(n_models)]
+    ours = sets.rank_models(means, labels)
+    ref = autorank.autorank(
+        pandas.DataFrame(means, columns=labels), alpha=0.05, force_mode="nonparametric"
+    )
+    assert ours.mean_ranks == pytest.approx(ref.rankdf["meanrank"].to_dict())
+    assert ours.cd == pytest.approx(ref.cd, rel=1e-4)  # autorank's qsturng is an approximation
+    assert ours.friedman_p == pytest.approx(ref.pvalue)
+    raw = [
+        scipy_stats.wilcoxon(means[:, j], means[:, i]).pvalue
+        for i in range(n_models)
+        for j in range(i + 1, n_models)
+    ]
+    assert [p for *_, p, _ in ours.pairwise] == pytest.approx(raw)
+    holm = multitest.multipletests(raw, method="holm")[1]
+    assert [q for *_, q in ours.pairwise] == pytest.approx(holm.tolist())
+
+
+# ---------------------------------------------------------------- end to end
+SYNTHETIC = {
+    "_target_": "stn_lab.data.datamodules.SyntheticDataModule",
+    "num_train": 64, "num_test": 40, "image_size": 28, "channels": 1, "num_classes": 10,
+    "batch_size": 16, "eval_batch_size": 40, "val_size": 0.1, "eval_seed": 0,
+    "keep_on_device": False, "distortion": "none", "distortion_sets": {"none": None},
+    "_recursive_": False,
+}  # fmt: skip
+VARIANCE = {
+    "cnn": {
+        "randomised_by_seed": ["weight init", "training data order", "dropout masks"],
+        "fixed_across_seeds": ["validation split (data.eval_seed=0)", "validation and test images"],
+    },
+    "stn": {
+        "randomised_by_seed": ["weight init", "training data order"],
+        "fixed_across_seeds": ["validation split (data.eval_seed=0)", "validation and test images"],
+    },
+}
+
+
+def write_run(root: Path, model: str, seed: int, correct: np.ndarray, distortion="none") -> None:
+    """A completed schema-2 run folder with its predictions.npy (40 synthetic test images)."""
+    root.mkdir(parents=True)
+    label = np.arange(len(correct)) % 10
+    table = table_of(np.arange(len(correct)), label, np.where(correct, label, (label + 1) % 10),
+                     np.linspace(0.5, 0.99, len(correct)))  # fmt: skip
+    np.save(root / "predictions.npy", table)
+    config = {
+        "seed": seed,
+        "model": {"name": model},
+        "data": {**SYNTHETIC, "distortion": distortion},
+        "trainer": {"max_epochs": 3},
+    }
+    record = {
+        "schema_version": 2, "status": "completed", "error": None, "seed": seed,
+        "choices": {"model": model, "data": "synthetic", "distortion": distortion},
+        "overrides": [], "class_names": [f"class_{k}" for k in range(10)],
+        "test": {"acc": float(np.mean(correct)), "loss": 1.0}, "config": config, "debug": [],
+        "step": 10, "diverged": False, "best_val_acc": 0.5, "variance": VARIANCE[model],
+        "predictions": "predictions.npy",
+    }  # fmt: skip
+    (root / "metrics.json").write_text(json.dumps(record))
+
+
+def test_compare_shows_paired_rows_verdicts_evidence_and_manifest(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        write_run(tmp_path / "logs" / f"cnn{seed}", "cnn", seed, rng.uniform(size=40) < 0.5)
+        write_run(tmp_path / "logs" / f"stn{seed}", "stn", seed, rng.uniform(size=40) < 0.9)
+    out = tmp_path / "out"
+    assert compare.main([str(tmp_path / "logs"), "--out", str(out), "--rope", "1"]) == 0
+    md = (out / "compare.md").read_text()
+    (row,) = [line for line in md.splitlines() if line.startswith("| model | model=cnn")]
+    assert "| paired t |" in row and "| **B better** |" in row and "▲" in row
+    evidence = md.split("### Per-image evidence")[1].split("###")[0]
+    assert "| 40 |" in evidence and "seed 0:" in evidence and "seed 2:" in evidence
+    assert "TOST p (±1)" in md
+    # The manifests disagree on dropout: said under every table.
+    note = "dropout masks (only `model=cnn`)"
+    # Results, differences, per-seed and per-image tables (no per-class table here).
+    assert md.count(note) == 4 and "manifests disagree" in md
+    tex = (out / "compare.tex").read_text()
+    assert "B better" in tex and "dropout masks (only model=cnn)" in tex
+    assert r"paired t" in tex and "Per-image evidence" in tex
+    assert (out / "disagreements.png").read_bytes()[:4] == b"\x89PNG"
+    csv_text = (out / "differences.csv").read_text()
+    assert "multiboot_low" in csv_text and ",better,B better" in csv_text
+
+
+def test_disagreements_skipped_in_one_line_without_the_data(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        for model, acc in (("cnn", 0.5), ("stn", 0.9)):
+            write_run(tmp_path / "logs" / f"{model}{seed}", model, seed, rng.uniform(size=40) < acc)
+            path = tmp_path / "logs" / f"{model}{seed}" / "metrics.json"
+            record = json.loads(path.read_text())
+            record["config"]["data"]["_target_"] = "stn_lab.data.datamodules.NoSuchDataModule"
+            path.write_text(json.dumps(record))
+    assert compare.main([str(tmp_path / "logs"), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    (line,) = [e for e in err.splitlines() if "disagreements.png" in e]
+    assert line.startswith("compare: no disagreements.png: test images unavailable here")
+    assert not (tmp_path / "out" / "disagreements.png").exists()
+
+
+def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    for model, acc in (("cnn", 0.6), ("stn", 0.8)):
+        for t, distortion in enumerate(("R", "RTS", "P", "E")):
+            for seed in (0, 1, 2):
+                correct = rng.uniform(size=40) < acc - 0.05 * t
+                write_run(tmp_path / "logs" / f"{model}{distortion}{seed}", model, seed, correct,
+                          distortion)  # fmt: skip
+    out = tmp_path / "out"
+    assert compare.main([str(tmp_path / "logs"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    md = (out / "compare.md").read_text()
+    section = md.split("## Across distortion sets (distortion)")[1]
+    assert "| model=cnn | 0, 1, 2 |" in section and "IQM" in section
+    assert "| Wilcoxon signed-rank (exact) across sets | 4 sets | 0.125 | **no** |" in md
+    assert "No critical-difference diagram: 4 sets and 2 models" in section
+    (line,) = [e for e in captured.err.splitlines() if "critical-difference" in e]
+    assert line == (
+        "compare: no critical-difference diagram: 4 sets and 2 models (needs at least 6 sets "
+        "and 3 models)"
+    )
+    assert (out / "profile.png").is_file() and not (out / "cd.png").exists()
+
+
+def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Path) -> None:
+    table = groups.Table([], [("choice", "model"), ("choice", "distortion")], {})
+    rng = np.random.default_rng(3)
+    for model in ("a", "b", "c"):
+        for distortion in ("R", "RTS", "P", "E", "TC", "none"):
+            accs = list(rng.uniform(0.6, 0.9, 2))
+            table.groups.append(
+                groups.GroupStats(
+                    key=((model, distortion),), n=2, seeds=[0, 1], accs=accs,
+                    acc_mean=float(np.mean(accs)), acc_std=None, acc_ci=None, loss_mean=0.0,
+                    loss_std=None, values=(model, distortion),
+                )
+            )  # fmt: skip
+    analysis = sets.sets_analysis(table, reps=200)
+    assert analysis.ranks is not None and not analysis.refusal
+    assert sorted(analysis.ranks.mean_ranks) == ["model=a", "model=b", "model=c"]
+    means = np.array([m.scores.mean(axis=0) for m in analysis.models]).T
+    assert analysis.ranks.mean_ranks == sets.rank_models(means, ["model=a", "model=b",
+                                                                 "model=c"]).mean_ranks  # fmt: skip
+    from stn_lab.compare.plots import write_cd
+
+    write_cd(tmp_path / "cd.png", analysis)
+    assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
