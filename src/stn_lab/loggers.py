@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogger
+from omegaconf import ListConfig
 
-from stn_lab.errors import UserError
+from stn_lab.errors import ConfigError, UserError
 
 log = logging.getLogger("stn_lab")
 
@@ -43,20 +45,48 @@ class MissingExtra(UserError, ImportError):
 
 
 def _build(name: str, config: Any, group: str):
-    """Instantiate one entry; a missing optional package becomes :class:`MissingExtra`."""
+    """Instantiate one entry; a missing optional package becomes :class:`MissingExtra`, and an
+    entry that is not a ``_target_`` config, or whose target cannot be imported, one line."""
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        raise ConfigError(
+            f"{group} {name!r} must be a config with a _target_ (a class path), got {config!r}; "
+            f"pick a named one with {group_key(group)}=[...]"
+        )
     try:
         return instantiate(config)
-    except (ImportError, InstantiationException, ModuleNotFoundError) as err:
-        cause = err
-        while cause.__cause__ is not None and not isinstance(cause, ModuleNotFoundError):
-            cause = cause.__cause__
-        text = str(cause)
-        for package, extra in EXTRAS.items():
-            if package in text and ("not installed" in text or isinstance(cause, ImportError)):
-                raise MissingExtra(
-                    f"{group} {name!r} needs the {extra!r} extra: pip install -e '.[{extra}]'"
-                ) from None
+    except (ImportError, InstantiationException) as err:
+        extra, text = _missing(err)
+        if extra is not None:
+            raise MissingExtra(
+                f"{group} {name!r} needs the {extra!r} extra: pip install -e '.[{extra}]'"
+            ) from None
+        if text is not None:
+            raise ConfigError(
+                f"{group} {name!r}: cannot import {config['_target_']!r} ({text})"
+            ) from None
         raise
+
+
+def _missing(err: BaseException) -> tuple[str | None, str | None]:
+    """(the extra to install, or None; the import failure's first line, or None for errors
+    that are not about a missing import: those are bugs and keep their traceback)."""
+    chain = [err]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    failed = [e for e in chain if isinstance(e, ImportError)]
+    if not failed:
+        return None, None
+    named = [e for e in failed if getattr(e, "name", None)]
+    cause = named[-1] if named else failed[-1]
+    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    # A failed `import x` names the module; Lightning's own check ("Requirement 'mlflow>=1.0.0'
+    # not met", "Neither `tensorboard` nor `tensorboardX` is available") names the package.
+    words = [cause.name.split(".")[0]] if named else re.findall(r"[\w-]+", str(cause))
+    return next((EXTRAS[w] for w in words if w in EXTRAS), None), text
+
+
+def group_key(group: str) -> str:
+    return "logger" if group == "logger" else "callbacks"
 
 
 def _entries(group: Mapping | None, name: str) -> list[tuple[str, Any]]:
@@ -64,36 +94,55 @@ def _entries(group: Mapping | None, name: str) -> list[tuple[str, Any]]:
     if group is None:
         return []
     if not isinstance(group, Mapping):
-        raise ValueError(f"{name} must be a mapping of named entries, got {type(group).__name__}")
+        raise ConfigError(f"{name} must be a mapping of named entries, got {type(group).__name__}")
     return [(key, conf) for key, conf in group.items() if conf is not None]
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any, key: str) -> list:
+    """``trainer.callbacks`` / ``trainer.logger``: one config or a list of them."""
     if value is None:
         return []
-    return list(value) if isinstance(value, list | tuple) or hasattr(value, "__iter__") else [value]
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, list | tuple | ListConfig):
+        return list(value)
+    raise ConfigError(
+        f"{key}={value!r} cannot be honoured: give a config with a _target_ or a list of them "
+        f"(to log nothing: ~logger)"
+    )
 
 
 def build_callbacks(cfg_callbacks: Mapping | None, extra: Any = None) -> list[L.Callback]:
     """The ``callbacks`` group's entries, then any given as ``trainer.callbacks``."""
     callbacks = [_build(n, c, "callback") for n, c in _entries(cfg_callbacks, "callbacks")]
-    callbacks += [_build("trainer.callbacks", c, "callback") for c in _as_list(extra)]
+    extra = _as_list(extra, "trainer.callbacks")
+    callbacks += [_build("trainer.callbacks", c, "callback") for c in extra]
     return callbacks
 
 
 def build_loggers(cfg_logger: Mapping | None, run_dir: Path, extra: Any = None) -> list[Logger]:
     """The ``logger`` group's entries, then any given as ``trainer.logger``."""
-    loggers = []
-    for name, conf in _entries(cfg_logger, "logger"):
-        kwargs = {}
-        target = str(conf.get("_target_", ""))
-        if target.endswith("MLFlowLogger"):
-            kwargs["tracking_uri"] = _absolute_file_uri(conf.get("tracking_uri"))
-        if target.endswith("WandbLogger") and conf.get("offline") is None:
-            kwargs["offline"] = not os.environ.get("WANDB_API_KEY")
-        loggers.append(_build(name, {**conf, **kwargs} if kwargs else conf, "logger"))
-    loggers += [_build("trainer.logger", c, "logger") for c in _as_list(extra)]
-    return loggers
+    entries = _entries(cfg_logger, "logger")
+    entries += [("trainer.logger", c) for c in _as_list(extra, "trainer.logger")]
+    return [_build(name, _local_settings(conf), "logger") for name, conf in entries]
+
+
+def _local_settings(conf: Any) -> Any:
+    """MLflow's file store as an absolute ``file:`` URI; W&B offline unless a key is set."""
+    if not isinstance(conf, Mapping):
+        return conf
+    kwargs = {}
+    target = str(conf.get("_target_", ""))
+    if target.endswith("MLFlowLogger"):
+        kwargs["tracking_uri"] = _absolute_file_uri(conf.get("tracking_uri"))
+        if str(kwargs["tracking_uri"] or "").startswith("file:"):
+            # MLflow >= 3.7 refuses a file store unless opted in; it is still a store that its
+            # client and `mlflow ui` read, with one folder per run (safe for parallel sweep
+            # jobs, no database). A sqlite:/// tracking_uri uses a database instead.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    if target.endswith("WandbLogger") and conf.get("offline") is None:
+        kwargs["offline"] = not os.environ.get("WANDB_API_KEY")
+    return {**conf, **kwargs} if kwargs else conf
 
 
 def _absolute_file_uri(uri: str | None) -> str | None:

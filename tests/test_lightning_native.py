@@ -1,0 +1,498 @@
+"""Issue 13, points 1-3: every Trainer flag counts optimiser steps, loggers and callbacks are
+config groups, checkpoints load anywhere; and issue 12 point 6: an Optuna sweep tunes on
+validation accuracy. Each test runs the real entry point (``train()`` in-process, or the
+command line as a subprocess) on tiny synthetic data and checks what the run wrote.
+
+Tiny data: 256 synthetic images, 10% for validation (26), so 230 training images in batches of
+64 = 4 optimiser steps an epoch (the last batch holds 38); 64 test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from conftest import compose_cfg
+from lightning_utilities.core.imports import RequirementCache
+
+from stn_lab.build import build
+from stn_lab.errors import user_error_message
+from stn_lab.loggers import MissingExtra, build_callbacks, build_loggers
+from stn_lab.module import ClassifierModule
+from stn_lab.train import train
+
+TESTS = Path(__file__).parent
+TINY = [
+    "data=synthetic", "data.num_train=256", "data.num_test=64", "model=cnn",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]  # fmt: skip
+STEPS_PER_EPOCH = 4
+NO_PICTURES = "~callbacks.artefacts"  # a faster run where the pictures are not under test
+PROBE = "+callbacks.probe._target_=test_lightning_native.GradientProbe"
+
+
+class GradientProbe(L.Callback):
+    """Records, after each optimiser step, the gradients the optimiser used (after clipping):
+    the largest absolute value and the total 2-norm, into ``<run dir>/gradients.json``."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Lightning zeroes the gradients in the next step: these are the ones this step used.
+        grads = [p.grad.detach().flatten() for p in pl_module.parameters() if p.grad is not None]
+        flat = torch.cat(grads)
+        self.rows.append({"max_abs": flat.abs().max().item(), "norm": flat.norm().item()})
+
+    def on_train_end(self, trainer, pl_module):
+        path = Path(trainer.default_root_dir) / "gradients.json"
+        path.write_text(json.dumps(self.rows))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every run's log dir (and so the MLflow store) under tmp_path; W&B never online."""
+    monkeypatch.setenv("STN_LAB_LOGS", str(tmp_path / "logs"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def run(tmp_path: Path, overrides: list[str], name: str = "run") -> tuple[dict, Path]:
+    """``train()`` in-process on tiny data: (the metrics.json record, the run folder)."""
+    overrides = [*TINY, *overrides]
+    run_dir = tmp_path / name
+    return train(compose_cfg(overrides), run_dir, {}, overrides), run_dir
+
+
+def csv_rows(run_dir: Path, key: str) -> list[dict]:
+    """The rows of ``csv/metrics.csv`` that hold ``key``."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get(key)]
+
+
+def cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m stn_lab.train`` as a user runs it (the tests folder importable, for the
+    probe callback)."""
+    env = {
+        **os.environ, "STN_LAB_LOGS": str(cwd / "logs"), "PYTHONPATH": str(TESTS),
+        **(env or {}),
+    }  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stn_lab.train", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def cli_run_dir(cwd: Path) -> Path:
+    (metrics,) = (cwd / "logs" / "runs").glob("*/metrics.json")
+    return metrics.parent
+
+
+# ------------------------------------------------------------------ 1. the optimiser step
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_bounds_the_gradients_each_step(tmp_path, algorithm):
+    # Same seed, same first batch: unclipped its gradients are above the bound, clipped not.
+    steps = ["trainer.max_steps=3", NO_PICTURES, PROBE]
+    _, free = run(tmp_path, steps, "free")
+    clip = ["++trainer.gradient_clip_val=0.01", f"++trainer.gradient_clip_algorithm={algorithm}"]
+    record, clipped = run(tmp_path, [*steps, *clip], "clipped")
+    key = "norm" if algorithm == "norm" else "max_abs"
+    free_rows = json.loads((free / "gradients.json").read_text())
+    rows = json.loads((clipped / "gradients.json").read_text())
+    assert record["status"] == "completed" and len(rows) == 3
+    assert free_rows[0][key] > 0.01  # without clipping the bound would be exceeded
+    assert all(row[key] <= 0.01 * (1 + 1e-4) for row in rows)
+    assert record["config"]["trainer"]["gradient_clip_val"] == 0.01
+
+
+def test_accumulate_grad_batches_halves_the_optimiser_steps(tmp_path):
+    record, run_dir = run(
+        tmp_path, ["trainer.max_epochs=2", "++trainer.accumulate_grad_batches=2", NO_PICTURES]
+    )
+    assert record["epochs"] == 2
+    assert record["step"] == 2 * STEPS_PER_EPOCH // 2  # 8 batches, 4 optimiser steps
+
+
+def test_log_every_n_steps_and_val_check_interval_count_optimiser_steps(tmp_path):
+    # 600 images: 540 for training = 9 steps. A train/loss row every 2 steps (a step-level
+    # loss curve), a validation after steps 4 and 8 (csv `step` is the step index, from 0).
+    record, run_dir = run(tmp_path, [
+        "data.num_train=600", "trainer.max_epochs=1", "trainer.log_every_n_steps=2",
+        "trainer.val_check_interval=4", NO_PICTURES,
+    ])  # fmt: skip
+    assert record["step"] == 9
+    assert [int(r["step"]) for r in csv_rows(run_dir, "train/loss")] == [1, 3, 5, 7]
+    assert [int(r["step"]) for r in csv_rows(run_dir, "val/acc")] == [3, 7]
+
+
+def test_check_val_every_n_epoch(tmp_path):
+    record, run_dir = run(
+        tmp_path, ["trainer.max_epochs=4", "++trainer.check_val_every_n_epoch=2", NO_PICTURES]
+    )
+    assert record["step"] == 4 * STEPS_PER_EPOCH
+    assert [int(r["epoch"]) for r in csv_rows(run_dir, "val/acc")] == [1, 3]
+
+
+def test_overfit_batches_trains_on_that_many_steps_an_epoch(tmp_path):
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=3", "trainer.overfit_batches=2",
+                                     NO_PICTURES])  # fmt: skip
+    assert record["step"] == 3 * 2 and record["debug"] == ["overfit_batches=2"]
+    assert [int(r["step"]) for r in csv_rows(run_dir, "val/acc")] == [1, 3, 5]
+
+
+@pytest.mark.parametrize("scheduler", ["thirds", "cosine"])
+def test_step_schedulers_decay_within_a_step_budget_and_lr_monitor_logs_each_step(
+    tmp_path, scheduler
+):
+    # max_steps=6 stops in the second epoch; the scheduler's length is those 6 steps.
+    record, run_dir = run(tmp_path, [
+        f"scheduler={scheduler}", "trainer.max_steps=6", "trainer.max_epochs=-1",
+        "callbacks=[default,lr_monitor]", "trainer.log_every_n_steps=1", NO_PICTURES,
+    ])  # fmt: skip
+    assert record["step"] == 6
+    lrs = [float(r["lr-Adam"]) for r in csv_rows(run_dir, "lr-Adam")]
+    if scheduler == "thirds":  # / 10 at 1/3 and 2/3 of the run
+        expected = [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5]
+    else:  # T_max = the run's 6 steps
+        expected = [0.5e-3 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    assert [int(r["step"]) for r in csv_rows(run_dir, "lr-Adam")] == list(range(6))
+    assert lrs == pytest.approx(expected, rel=1e-5)
+
+
+def test_every_scheduler_option_carries_its_interval():
+    from stn_lab.config_path import CONFIG_DIR
+
+    for path in sorted((CONFIG_DIR / "scheduler").glob("*.yaml")):
+        cfg = compose_cfg([f"scheduler={path.stem}"])
+        assert cfg.scheduler.interval in ("step", "epoch"), path.name
+
+
+# ------------------------------------------------------------------ 2. loggers
+def test_csv_is_the_only_default_logger(tmp_path):
+    record, run_dir = run(tmp_path, ["trainer.max_steps=2", NO_PICTURES])
+    assert list(record["config"]["logger"]) == ["csv"]
+    assert csv_rows(run_dir, "test/acc") and (run_dir / "metrics.json").is_file()
+    assert not {"tensorboard", "wandb"} & {p.name for p in run_dir.iterdir()}
+    assert not (tmp_path / "logs" / "mlruns").exists()
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=2", "logger=[csv,tensorboard]",
+                                     NO_PICTURES])  # fmt: skip
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventMultiplexer().AddRunsFromDirectory(str(run_dir / "tensorboard")).Reload()
+    scalars = {
+        tag: [e.value for run in events.Runs() if tag in events.Runs()[run]["scalars"]
+              for e in events.Scalars(run, tag)]
+        for tag in ("val/acc", "test/acc")
+    }  # fmt: skip
+    assert max(scalars["val/acc"]) == pytest.approx(record["best_val_acc"])
+    assert scalars["test/acc"] == [pytest.approx(record["test"]["acc"])]
+    assert csv_rows(run_dir, "test/acc")  # both loggers at once
+
+
+def test_mlflow_store_is_read_back_by_mlflows_own_client(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    # With csv: curves.png is drawn from csv/metrics.csv.
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=2", "logger=[csv,mlflow]"])
+    store = tmp_path / "logs" / "mlruns"
+    assert store.is_dir()  # under the log dir
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "stn_lab"]
+    (mlrun,) = client.search_runs([experiment.experiment_id])
+    assert mlrun.info.status == "FINISHED"
+    metrics = mlrun.data.metrics
+    assert metrics["test/acc"] == pytest.approx(record["test"]["acc"])
+    val = [m.value for m in client.get_metric_history(mlrun.info.run_id, "val/acc")]
+    assert len(val) == 2 and max(val) == pytest.approx(record["best_val_acc"])
+    params = mlrun.data.params  # the resolved config, flattened
+    assert params["optimizer/lr"] == "0.001" and params["seed"] == "0"
+    assert params["model/_target_"] == record["config"]["model"]["_target_"]
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"metrics.json", "curves.png", "confusion_matrix.png"} <= artifacts
+    local = client.download_artifacts(mlrun.info.run_id, "metrics.json", str(tmp_path))
+    assert json.loads(Path(local).read_text()) == record
+
+
+# Lightning's own availability flags, made false: what a missing package looks like.
+MISSING = {
+    "tensorboard": ("lightning.pytorch.loggers.TensorBoardLogger",
+                    ["lightning.fabric.loggers.tensorboard._TENSORBOARD_AVAILABLE",
+                     "lightning.fabric.loggers.tensorboard._TENSORBOARDX_AVAILABLE"]),
+    "mlflow": ("lightning.pytorch.loggers.MLFlowLogger",
+               ["lightning.pytorch.loggers.mlflow._MLFLOW_AVAILABLE"]),
+    "wandb": ("lightning.pytorch.loggers.WandbLogger",
+              ["lightning.pytorch.loggers.wandb._WANDB_AVAILABLE"]),
+    "rich": ("lightning.pytorch.callbacks.RichProgressBar",
+             ["lightning.pytorch.callbacks.progress.rich_progress._RICH_AVAILABLE"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", sorted(MISSING))
+def test_a_missing_package_is_one_line_naming_its_extra(tmp_path, monkeypatch, extra):
+    target, flags = MISSING[extra]
+    for flag in flags:
+        monkeypatch.setattr(flag, RequirementCache(f"{flag.rsplit('_', 2)[-2].lower()}>=999"))
+    with pytest.raises(MissingExtra) as err:
+        if extra == "rich":
+            build_callbacks({"rich_progress_bar": {"_target_": target}})
+        else:
+            build_loggers({extra: {"_target_": target, "save_dir": str(tmp_path)}}, tmp_path)
+    group = "callback 'rich_progress_bar'" if extra == "rich" else f"logger {extra!r}"
+    assert user_error_message(err.value) == (
+        f"{group} needs the {extra!r} extra: pip install -e '.[{extra}]'"
+    )
+
+
+# ------------------------------------------------------------------ 2. callbacks
+def test_early_stopping_stops_the_run(tmp_path):
+    # lr=0: validation accuracy never improves, so patience 1 stops after the second epoch.
+    record, _ = run(tmp_path, [
+        "trainer.max_epochs=6", "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.patience=1", "optimizer.lr=0", NO_PICTURES,
+    ])  # fmt: skip
+    assert record["status"] == "completed"
+    assert record["epochs"] == 2 and record["step"] == 2 * STEPS_PER_EPOCH
+
+
+def test_trainer_callbacks_and_logger_overrides_are_honoured(tmp_path):
+    # Lightning's own way: a list of callbacks, one logger; added to the groups' entries.
+    record, run_dir = run(tmp_path, [
+        "trainer.max_epochs=6", "optimizer.lr=0", NO_PICTURES,
+        "+trainer.callbacks=[{_target_:lightning.pytorch.callbacks.EarlyStopping,"
+        "monitor:'val/acc',mode:max,patience:1}]",
+        "+trainer.logger={_target_:lightning.pytorch.loggers.CSVLogger,"
+        "save_dir:'${paths.output_dir}',name:extra_csv,version:''}",
+    ])  # fmt: skip
+    assert record["epochs"] == 2  # the EarlyStopping callback ran
+    assert (run_dir / "extra_csv" / "metrics.csv").is_file()  # the logger logged
+    assert (run_dir / "csv" / "metrics.csv").is_file()  # next to the group's csv
+
+
+def test_one_more_callback_from_the_command_line(tmp_path):
+    record, run_dir = run(tmp_path, [
+        "trainer.max_steps=3", "trainer.log_every_n_steps=1", NO_PICTURES,
+        "+callbacks.extra._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+    ])  # fmt: skip
+    # LearningRateMonitor's default interval: at the epoch's start and at every step.
+    assert [int(r["step"]) for r in csv_rows(run_dir, "lr-Adam")] == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+trainer.logger=false",
+         "trainer.logger=False cannot be honoured: give a config with a _target_"),
+        ("+trainer.callbacks=lr_monitor",
+         "trainer.callbacks='lr_monitor' cannot be honoured: give a config with a _target_"),
+        ("+callbacks.extra._target_=lightning.pytorch.callbacks.NoSuchCallback",
+         "callback 'extra': cannot import 'lightning.pytorch.callbacks.NoSuchCallback'"),
+    ],
+)  # fmt: skip
+def test_an_override_that_cannot_be_honoured_is_refused_in_one_line(tmp_path, override, message):
+    with pytest.raises(Exception) as err:
+        run(tmp_path, ["trainer.max_steps=1", override])
+    assert user_error_message(err.value).startswith(message)
+
+
+# ------------------------------------------------------------------ 3. checkpoints
+def test_load_from_checkpoint_in_another_folder_predicts_as_the_run_did(tmp_path, monkeypatch):
+    overrides = ["model=stn", "trainer.max_epochs=1", NO_PICTURES]
+    record, run_dir = run(tmp_path, overrides)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = ClassifierModule.load_from_checkpoint(run_dir / record["best_checkpoint"])
+    model.eval()
+    assert model.network.has_stn
+    datamodule = build(compose_cfg([*TINY, *overrides]))[0]
+    datamodule.setup("test")
+    preds, labels = [], []
+    with torch.no_grad():
+        for x, y in datamodule.test_dataloader():
+            logits = model(datamodule.prepare_images(x, train=False))
+            assert logits.shape == (len(x), 10)
+            preds.append(logits.argmax(1))
+            labels.append(y)
+    # The same predictions as the run's test: its confusion matrix, image for image.
+    confusion = torch.zeros(10, 10, dtype=torch.long)
+    for y, p in zip(torch.cat(labels), torch.cat(preds), strict=True):
+        confusion[y, p] += 1
+    assert confusion.tolist() == record["test"]["confusion_matrix"]
+
+
+# ------------------------------------------------------------------ the command line
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, check",
+    [
+        (["++trainer.gradient_clip_val=0.01", "++trainer.gradient_clip_algorithm=value",
+          "trainer.max_steps=3", PROBE], "clipped"),
+        (["++trainer.accumulate_grad_batches=2", "trainer.max_epochs=2"], "accumulated"),
+        (["data.num_train=600", "trainer.limit_train_batches=5", "trainer.max_epochs=1",
+          "trainer.log_every_n_steps=1"], "limited"),
+    ],
+    ids=["gradient_clip_val", "accumulate_grad_batches", "limit_train_batches"],
+)  # fmt: skip
+def test_cli_trainer_flags(tmp_path, flags, check):
+    proc = cli([*TINY, NO_PICTURES, *flags], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = cli_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    if check == "clipped":
+        rows = json.loads((run_dir / "gradients.json").read_text())
+        assert len(rows) == 3 and all(row["max_abs"] <= 0.01 for row in rows)
+    elif check == "accumulated":
+        assert record["epochs"] == 2 and record["step"] == STEPS_PER_EPOCH
+    else:  # 5 optimiser steps of the 9 an epoch holds, each with its loss row
+        assert record["step"] == 5
+        assert [int(r["step"]) for r in csv_rows(run_dir, "train/loss")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_cli_early_stopping_and_one_more_callback(tmp_path):
+    proc = cli([
+        *TINY, "trainer.max_epochs=6", "optimizer.lr=0", "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.patience=1", "trainer.log_every_n_steps=1",
+        "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+    ], tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = cli_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["epochs"] == 2 and record["step"] == 2 * STEPS_PER_EPOCH
+    assert len(csv_rows(run_dir, "lr-Adam")) == 2 * STEPS_PER_EPOCH
+
+
+def _installed(*names: str) -> list[str]:
+    return [n for n in names if __import__("importlib").util.find_spec(n) is not None]
+
+
+@pytest.mark.slow
+def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path):
+    loggers = _installed("tensorboard", "mlflow", "wandb")
+    if not loggers:
+        pytest.skip("no optional logger installed")
+    proc = cli([*TINY, "trainer.max_epochs=2", f"logger=[csv,{','.join(loggers)}]"], tmp_path,
+               env={"WANDB_API_KEY": "", "WANDB_SILENT": "true"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = cli_run_dir(tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["choices"]["logger"] == f"[csv,{','.join(loggers)}]"
+    assert csv_rows(run_dir, "val/acc")
+    if "tensorboard" in loggers:
+        assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    if "mlflow" in loggers:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=(tmp_path / "logs" / "mlruns").as_uri())
+        (experiment,) = [e for e in client.search_experiments() if e.name == "stn_lab"]
+        (mlrun,) = client.search_runs([experiment.experiment_id])
+        assert mlrun.data.metrics["test/acc"] == pytest.approx(record["test"]["acc"])
+        val = client.get_metric_history(mlrun.info.run_id, "val/acc")
+        assert max(m.value for m in val) == pytest.approx(record["best_val_acc"])
+    if "wandb" in loggers:  # offline without a key: a local run to `wandb sync` later
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        assert list(offline.glob("run-*.wandb"))
+        saved = json.loads((offline / "files" / "metrics.json").read_text())
+        assert saved == record
+
+
+BLOCK = """\
+import importlib.metadata as md, os, sys
+blocked = set(os.environ["BLOCKED_PACKAGES"].split(","))
+def _block(real):
+    def check(name, *args, **kwargs):
+        if name in blocked:
+            raise md.PackageNotFoundError(name)
+        return real(name, *args, **kwargs)
+    return check
+md.version, md.distribution = _block(md.version), _block(md.distribution)
+for name in blocked:
+    sys.modules[name] = None
+"""
+
+
+@pytest.mark.slow
+def test_cli_missing_logger_package_is_one_line_and_exit_2(tmp_path):
+    # The wandb package made invisible (metadata and import), as if never installed.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK)
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{TESTS}", "BLOCKED_PACKAGES": "wandb"}
+    proc = cli([*TINY, "trainer.max_steps=1", "logger=[csv,wandb]"], tmp_path, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(
+        "error: logger 'wandb' needs the 'wandb' extra: pip install -e '.[wandb]'"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, tables",
+    [
+        (["trainer.enable_model_summary=false"], 0),
+        (["trainer.enable_model_summary=true"], 1),
+        (["trainer.enable_model_summary=false", "callbacks=[default,rich]",
+          "trainer.enable_progress_bar=true"], 0),
+        (["trainer.enable_model_summary=true", "callbacks=[default,rich]",
+          "trainer.enable_progress_bar=true"], 1),
+    ],
+    ids=["off", "on", "rich-off", "rich-on"],
+)  # fmt: skip
+def test_cli_model_summary_is_printed_once_or_not_at_all(tmp_path, flags, tables):
+    if "callbacks=[default,rich]" in flags:
+        pytest.importorskip("rich")
+    proc = cli([*TINY, "trainer.max_steps=2", NO_PICTURES, *flags], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("Total params") == tables
+    assert (cli_run_dir(tmp_path) / "summary.txt").is_file()  # the full table, on file
+
+
+@pytest.mark.slow
+def test_cli_rich_progress_bar_with_the_bar_disabled_is_one_line(tmp_path):
+    pytest.importorskip("rich")
+    proc = cli([*TINY, "trainer.max_steps=1", "callbacks=[default,rich]"], tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output
+    assert "error: Trainer was configured with `enable_progress_bar=False`" in output
+
+
+# ------------------------------------------------------------------ Optuna (issue 12, 6)
+@pytest.mark.slow
+def test_cli_optuna_sweep_maximises_validation_accuracy(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = cli([
+        "-m", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=2", *TINY, NO_PICTURES,
+        "trainer.max_epochs=1",
+    ], tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert len(records) == 2 and all(r["status"] == "completed" for r in records)
+    lrs = [r["config"]["optimizer"]["lr"] for r in records]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and lrs[0] != lrs[1]
+    best = max(records, key=lambda r: r["best_val_acc"])
+    # The sweep maximised each job's best validation accuracy, never its test accuracy.
+    assert result["best_value"] == pytest.approx(best["best_val_acc"], abs=1e-9)
+    assert result["best_params"]["optimizer.lr"] == pytest.approx(best["config"]["optimizer"]["lr"])
+    val_rows = {float(r["val/acc"]) for r in csv_rows(sweep / "0", "val/acc")}
+    assert records[0]["best_val_acc"] in val_rows
