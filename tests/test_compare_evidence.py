@@ -23,7 +23,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from stn_lab import compare
-from stn_lab.compare import groups, predictions, report, sets, stats
+from stn_lab.compare import groups, plots, predictions, report, sets, stats
 
 # Paired accuracies (a[i], b[i] share seed i) for n = 2, 3 and 5, with unequal variances.
 CASES = [
@@ -360,8 +360,10 @@ SYNTHETIC = {
     "_target_": "stn_lab.data.datamodules.SyntheticDataModule",
     "num_train": 64, "num_test": 40, "image_size": 28, "channels": 1, "num_classes": 10,
     "batch_size": 16, "eval_batch_size": 40, "val_size": 0.1, "eval_seed": 0,
-    "keep_on_device": False, "distortion": "none", "distortion_sets": {"none": None},
-    "_recursive_": False,
+    "keep_on_device": False, "distortion": "none", "_recursive_": False,
+    # The sets in the training config's order; left undistorted here (None), which is enough
+    # to rebuild test images and costs nothing.
+    "distortion_sets": dict.fromkeys(["none", "R", "RTS", "P", "E", "TC"]),
 }  # fmt: skip
 VARIANCE = {
     "cnn": {
@@ -440,7 +442,8 @@ def test_disagreements_skipped_in_one_line_without_the_data(tmp_path: Path, caps
     assert not (tmp_path / "out" / "disagreements.png").exists()
 
 
-def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys) -> None:
+def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(plots, "MAX_PAIRS", 1)  # one grid of disagreements is enough here
     rng = np.random.default_rng(2)
     for model, acc in (("cnn", 0.6), ("stn", 0.8)):
         for t, distortion in enumerate(("R", "RTS", "P", "E")):
@@ -453,6 +456,7 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     md = (out / "compare.md").read_text()
     section = md.split("## Across distortion sets (distortion)")[1]
+    assert "| model | seeds | R (%) | RTS (%) | P (%) | E (%) |" in section  # the config's order
     assert "| model=cnn | 0, 1, 2 |" in section and "IQM" in section
     assert "| Wilcoxon signed-rank (exact) across sets | 4 sets | 0.125 | **no** |" in md
     assert "No critical-difference diagram: 4 sets and 2 models" in section
@@ -462,6 +466,7 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys) -> None:
         "and 3 models)"
     )
     assert (out / "profile.png").is_file() and not (out / "cd.png").exists()
+    assert (out / "disagreements.png").is_file()
 
 
 def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Path) -> None:
@@ -483,7 +488,5 @@ def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Pat
     means = np.array([m.scores.mean(axis=0) for m in analysis.models]).T
     assert analysis.ranks.mean_ranks == sets.rank_models(means, ["model=a", "model=b",
                                                                  "model=c"]).mean_ranks  # fmt: skip
-    from stn_lab.compare.plots import write_cd
-
-    write_cd(tmp_path / "cd.png", analysis)
+    plots.write_cd(tmp_path / "cd.png", analysis)
     assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"

@@ -209,38 +209,47 @@ def manifest(table: Table) -> str:
     return f"_{manifest_text(table)}_"
 
 
+def _which(groups: Sequence[GroupStats], table: Table) -> str:
+    """The groups ``groups`` in the fewest words: one ``setting=value`` that picks exactly
+    them (``model=cnn``), else their labels."""
+    chosen = {id(g) for g in groups}
+    for i, setting in enumerate(table.names):
+        for value in dict.fromkeys(g.values[i] for g in groups):
+            if {id(g) for g in table.groups if g.values[i] == value} == chosen:
+                return f"`{setting_name(setting)}={value}`"
+    return ", ".join(f"`{g.label}`" for g in groups)
+
+
 def manifest_text(table: Table) -> str:
     """What the seed randomises and what is fixed, from the runs' own records; items that only
     some groups record are marked with those groups, and a disagreement is said out loud."""
-    owners = [(g.label, r) for g in table.groups for r in g.runs]
-    recorded = [(name, r) for name, r in owners if r.variance is not None]
+    runs = [(g, r) for g in table.groups for r in g.runs]
+    recorded = [(g, r) for g, r in runs if r.variance is not None]
     if not recorded:
         return "Variance: these runs recorded no variance manifest (older metrics.json)."
+    everyone = list({id(g): g for g, _ in recorded}.values())
     parts = []
     disagree = False
     for key, title in (
         ("randomised_by_seed", "each seed randomises"),
         ("fixed_across_seeds", "fixed across seeds"),
     ):
-        items: dict[str, list[str]] = {}
-        for name, r in recorded:
+        items: dict[str, dict[int, GroupStats]] = {}
+        for g, r in recorded:
             for item in r.variance.get(key, ()):
-                items.setdefault(item, [])
-                if name not in items[item]:
-                    items[item].append(name)
-        everyone = {name for name, _ in recorded}
+                items.setdefault(item, {})[id(g)] = g
         cells = []
-        for item, names in items.items():
-            if set(names) == everyone:
+        for item, owners in items.items():
+            if len(owners) == len(everyone):
                 cells.append(item)
             else:
                 disagree = True
-                cells.append(f"{item} (only {', '.join(f'`{n}`' for n in names)})")
+                cells.append(f"{item} (only {_which(list(owners.values()), table)})")
         parts.append(f"{title}: {', '.join(cells) or 'nothing'}")
     text = "Variance: " + "; ".join(parts) + "."
     if disagree:
         text += " ⚠ The runs' manifests disagree: what one seed changes differs between groups."
-    missing = len(owners) - len(recorded)
+    missing = len(runs) - len(recorded)
     if missing:
         text += f" {missing} run(s) recorded no manifest."
     return text

@@ -125,7 +125,20 @@ def _models(table: Table, idx: int) -> tuple[list[str], dict[str, dict[str, Grou
             sets.append(value)
         values = tuple(v for i, v in enumerate(g.values) if i != idx)
         models.setdefault(label(values, names), {})[value] = g
-    return sorted(sets, key=lambda v: natural((v,))), models
+    return sets, models
+
+
+def set_order(table: Table, sets: Sequence[str]) -> list[str]:
+    """``sets`` in the order the runs' data config lists its distortion sets (none, R, RTS, P,
+    E, TC), any others after them by value."""
+    listed: list[str] = []
+    for g in table.groups:
+        for run in g.runs:
+            named = (run.data_config or {}).get("distortion_sets")
+            if isinstance(named, dict):
+                listed += [str(k) for k in named if str(k) not in listed]
+    return sorted(sets, key=lambda v: (listed.index(v) if v in listed else len(listed),
+                                       natural((v,))))  # fmt: skip
 
 
 def design_guard(n_seeds: int, n_sets: int, n_models: int) -> list[GuardRow]:
@@ -198,7 +211,7 @@ def sets_analysis(table: Table, reps: int = 2000, seed: int = 0) -> SetsAnalysis
     if setting is None:
         return None
     sets, by_model = _models(table, table.names.index(setting))
-    sets = [s for s in sets if s != NA]
+    sets = set_order(table, [s for s in sets if s != NA])
     if len(sets) < 2:
         return None
     rng = np.random.default_rng(seed)
@@ -218,7 +231,8 @@ def sets_analysis(table: Table, reps: int = 2000, seed: int = 0) -> SetsAnalysis
     if not complete:
         return SetsAnalysis(setting[1], sets, np.array([]), [], [], left_out=left_out)
     every = np.concatenate([c[2].ravel() for c in complete])
-    taus = np.linspace(every.min(), every.max(), 101)
+    # From just below the lowest score, so every profile starts at 1.
+    taus = np.linspace(max(0.0, every.min() - 0.01), every.max(), 101)
     models = []
     for name, seeds, scores in complete:
         boot = stratified_bootstrap(scores, reps, rng)
