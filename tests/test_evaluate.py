@@ -1,13 +1,14 @@
-"""Robustness curves (``python -m stn_lab.evaluate``) on tiny runs trained in-process.
+"""``python -m stn_lab.evaluate`` (a Hydra app) on tiny runs trained in-process.
 
 Three one-epoch runs on synthetic data (STN, CNN, and an STN on the RTS 42x42 canvas) are
-trained once per module;
-every test then sweeps their checkpoints.
+trained once per module; every test then scores their checkpoints, through the CLI's
+``main`` (in-process, as Hydra parses ``sys.argv``) or the functions a notebook uses.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -17,31 +18,33 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stn_lab import evaluate as ev
 from stn_lab.build import build
+from stn_lab.config_path import compose_config
+from stn_lab.errors import ConfigError
 from stn_lab.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DATA = ["data=synthetic", "data.num_train=128", "data.num_test=64"]
 TINY = [
-    "data=synthetic", "data.num_train=128", "data.num_test=64", "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    *DATA, "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]  # fmt: skip
 RUNS = {
     "stn": ["model=stn"],
     "cnn": ["model=cnn"],
-    "stn_rts": ["model=stn", "data.distortion=RTS"],
+    "stn_rts": ["model=stn", "distortion=RTS"],
 }
 
 
 def train_run(run_dir: Path, overrides: list[str]) -> Path:
     """Train one tiny run into ``run_dir`` as the CLI would lay it out; return its best ckpt."""
     overrides = [*TINY, *overrides]
-    cfg = compose_cfg(overrides)
-    choices = {o.split("=")[0]: o.split("=")[1] for o in overrides if o.startswith("model=")}
+    cfg = compose_config(overrides)
+    choices = dict(compose_config(overrides, return_hydra_config=True).hydra.runtime.choices)
     record = train(cfg, run_dir, choices, overrides)
     # In-process train() does not write Hydra's copy of the composed config: do it here.
     (run_dir / ".hydra").mkdir()
@@ -64,12 +67,29 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
     return {name: (train_run(root / name, o), o) for name, o in RUNS.items()}
 
 
+@pytest.fixture
+def evaluate_cli(monkeypatch, capsys):
+    """Run ``python -m stn_lab.evaluate <args>`` in-process: ``(exit code, output)``."""
+
+    def run(args: list[str]) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["stn_lab.evaluate", *args])
+        try:
+            ev.main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run
+
+
 def clean_accuracy(ckpt: Path, overrides: list[str], pad_to: int | None = None) -> float:
     """The checkpoint's accuracy on the undistorted test images, computed without evaluate.py."""
-    _, network, _ = build(compose_cfg([*TINY, *overrides]))
+    _, network, _ = build(compose_config([*TINY, *overrides]))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()})
-    data = instantiate(compose_cfg([*TINY, *overrides, "data.distortion=none"]).data)
+    data = instantiate(compose_config([*TINY, *overrides, "distortion=none"]).data)
     data.setup()
     images, labels = data.splits["test"].tensors
     if pad_to:  # centred on the canvas: zero borders all round
@@ -85,19 +105,13 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_main(args: list[str], capsys) -> tuple[int, str]:
-    code = ev.main(args)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 @pytest.mark.parametrize("kind", ev.KINDS)
-def test_each_kind_writes_csv_png_and_one_log_line_per_value(runs, kind, tmp_path, capsys, caplog):
+def test_each_kind_writes_csv_png_and_one_log_line_per_value(
+    runs, kind, tmp_path, evaluate_cli, caplog
+):
     caplog.set_level("INFO", logger="stn_lab")
     ckpt, overrides = runs["stn"]
-    code, output = run_main(
-        [f"ckpt_path={ckpt}", f"robustness={kind}", f"out_dir={tmp_path}"], capsys
-    )
+    code, output = evaluate_cli([f"ckpt_path={ckpt}", f"robustness={kind}", f"out_dir={tmp_path}"])
     assert code == 0, output
     rows = read_rows(tmp_path / f"robustness_{kind}.csv")
     assert list(rows[0]) == ["model", "value", "accuracy"]
@@ -116,7 +130,7 @@ def test_sweep_ranges():
     assert 1.0 in ev.sweep_values("scale", 28)
     assert ev.sweep_values("shift", 28) == [0, 2, 4, 6, 8, 10, 12, 14]  # centre reaches the edge
     assert ev.sweep_values("shift", 42, num_points=4) == [0, 7, 14, 21]
-    with pytest.raises(ev.UsageError, match="rotation, scale, shift"):
+    with pytest.raises(ConfigError, match="rotation, scale, shift"):
         ev.sweep_values("skew", 28)
 
 
@@ -128,14 +142,12 @@ def test_shift_moves_the_image_along_x():
     assert moved[0, 0].argmax().item() == 3 * 8 + 5
 
 
-def test_canvas_model_sees_its_training_size(runs, tmp_path, capsys):
+def test_canvas_model_sees_its_training_size(runs, tmp_path, evaluate_cli):
     """An RTS model (42x42 canvas) is swept on centred 42x42 images; shifts go up to 21 px."""
     ckpt, overrides = runs["stn_rts"]
     for kind in ("shift", "rotation"):
-        code, output = run_main(
-            [f"ckpt_path={ckpt}", f"robustness={kind}", f"out_dir={tmp_path}", "num_points=4"],
-            capsys,
-        )
+        args = [f"ckpt_path={ckpt}", f"robustness={kind}", f"out_dir={tmp_path}", "num_points=4"]
+        code, output = evaluate_cli(args)
         assert code == 0, output
     shift = read_rows(tmp_path / "robustness_shift.csv")
     assert [float(r["value"]) for r in shift] == [0, 7, 14, 21]
@@ -144,9 +156,9 @@ def test_canvas_model_sees_its_training_size(runs, tmp_path, capsys):
     assert len(read_rows(tmp_path / "robustness_rotation.csv")) == 4
 
 
-def test_robustness_curve_function(runs):
+def test_robustness_curve_and_score_functions(runs):
     ckpt, overrides = runs["cnn"]
-    loaded = ev.load_run(ckpt)
+    loaded = ev.load(ckpt, data=None, distortion=None)
     assert loaded.label == "cnn" and loaded.datamodule.distortion is None
     loaded.module.train()
     curve = ev.robustness_curve(loaded.module, loaded.datamodule, "rotation", [90.0, 0.0], limit=10)
@@ -155,12 +167,13 @@ def test_robustness_curve_function(runs):
     assert loaded.module.training  # its own mode is restored
     full = ev.robustness_curve(loaded.module.network, loaded.datamodule, "scale", [1.0])
     assert full[0][1] == pytest.approx(clean_accuracy(ckpt, overrides), abs=1e-6)
+    assert ev.score(loaded.module, loaded.datamodule) == full[0][1]
 
 
-def test_compare_overlays_both_models(runs, tmp_path, capsys):
+def test_compare_overlays_both_models(runs, tmp_path, evaluate_cli):
     stn, cnn = runs["stn"][0], runs["cnn"][0]
     args = [f"ckpt_path={stn}", f"compare={cnn}", "robustness=scale", "num_points=5"]
-    code, output = run_main([*args, f"out_dir={tmp_path}"], capsys)
+    code, output = evaluate_cli([*args, f"out_dir={tmp_path}"])
     assert code == 0, output
     curves = ev.read_csv(tmp_path / "robustness_scale.csv")
     assert list(curves) == ["stn", "cnn"] and all(len(c) == 5 for c in curves.values())
@@ -170,57 +183,77 @@ def test_compare_overlays_both_models(runs, tmp_path, capsys):
     assert (tmp_path / "robustness_scale.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_out_dir_defaults_to_the_run_folder(runs, capsys):
+def test_out_dir_defaults_to_the_run_folder(runs, evaluate_cli):
     ckpt = runs["cnn"][0]
-    code, output = run_main([f"ckpt_path={ckpt}", "robustness=shift", "limit=8"], capsys)
+    code, output = evaluate_cli([f"ckpt_path={ckpt}", "robustness=shift", "limit=8"])
     assert code == 0, output
     assert len(read_rows(ckpt.parent.parent / "robustness_shift.csv")) == 8
 
 
-def test_checkpoint_of_another_model_is_one_clear_line(runs, tmp_path):
-    """A CNN checkpoint inside an STN run folder: exit 2, one line, no traceback (real CLI)."""
-    stn_run = tmp_path / "stn_run"
-    shutil.copytree(runs["stn"][0].parent.parent / ".hydra", stn_run / ".hydra")
-    foreign = stn_run / "checkpoints" / "foreign.ckpt"
-    foreign.parent.mkdir()
-    shutil.copy(runs["cnn"][0], foreign)
+def test_score_on_the_runs_own_distortion_matches_its_test_accuracy(runs, evaluate_cli):
+    """Without robustness=, the test accuracy: on the run's own data and distortion it is the
+    accuracy the run recorded (the same best checkpoint, the same fixed test images)."""
+    ckpt = runs["stn_rts"][0]
+    recorded = json.loads((ckpt.parent.parent / "metrics.json").read_text())["test"]["acc"]
+    code, output = evaluate_cli([f"ckpt_path={ckpt}", "distortion=RTS"])
+    assert code == 0, output
+    (row,) = read_rows(ckpt.parent.parent / "score_synthetic_RTS.csv")
+    assert row == {"model": "stn", "data": "synthetic", "distortion": "RTS", "images": "64",
+                   "accuracy": f"{recorded:.6f}"}  # fmt: skip
+
+
+def test_score_a_checkpoint_anywhere_on_any_data_and_distortion(runs, tmp_path, evaluate_cli):
+    """A checkpoint copied out of its run folder loads by itself; data= and distortion= pick
+    the test images (a 28 px model takes R's 28 px images, and RTS's 42 px ones do not fit)."""
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(runs["stn"][0], ckpt)
+    compare = runs["cnn"][0]
+    args = [f"ckpt_path={ckpt}", f"compare={compare}", *DATA, "data.eval_seed=3"]
+    code, output = evaluate_cli([*args, "distortion=R", "limit=50"])
+    assert code == 0, output
+    rows = read_rows(tmp_path / "score_synthetic_R.csv")  # beside the checkpoint
+    assert [(r["model"], r["distortion"], r["images"]) for r in rows] == [
+        ("stn", "R", "50"),
+        ("cnn", "R", "50"),
+    ]
+    code, output = evaluate_cli([*args, "distortion=RTS"])
+    assert code == 2 and output.strip().splitlines() == [
+        "error: the model takes 28px images, smaller than the 42px test images"
+    ]
+    code, output = evaluate_cli([f"ckpt_path={ckpt}"])  # no data=, no run folder to read it from
+    assert code == 2 and output.startswith(f"error: no run config at {tmp_path}")
+
+
+def test_data_the_model_cannot_take_is_one_line(runs, evaluate_cli):
+    ckpt = runs["cnn"][0]
+    code, output = evaluate_cli([f"ckpt_path={ckpt}", *DATA, "data.channels=3"])
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert "takes 1-channel images of 10 classes; synthetic has 3-channel images" in output
+
+
+def test_unusable_checkpoint_is_one_clear_line_from_the_real_cli(tmp_path):
+    """Exit 2, one line, no traceback (a subprocess, as a user runs it)."""
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
     proc = subprocess.run(
-        [sys.executable, "-m", "stn_lab.evaluate", f"ckpt_path={foreign}", "robustness=rotation"],
+        [sys.executable, "-m", "stn_lab.evaluate", f"ckpt_path={bad}", "robustness=rotation"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
-    assert proc.returncode == 2
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("error: ") and "does not fit the model" in lines[0]
-    assert "missing key" in lines[0] and "model=stn" in lines[0]
+    assert lines == [lines[0]] and lines[0].startswith(f"error: cannot load checkpoint {bad}: ")
 
 
-def test_size_mismatch_is_reported(runs, tmp_path, capsys):
-    """An STN checkpoint trained on 28x28 inside an RTS (42x42) run folder."""
-    rts_run = tmp_path / "rts_run"
-    shutil.copytree(runs["stn_rts"][0].parent.parent / ".hydra", rts_run / ".hydra")
-    (rts_run / "checkpoints").mkdir()
-    shutil.copy(runs["stn"][0], rts_run / "checkpoints" / "x.ckpt")
-    code, output = run_main([f"ckpt_path={rts_run}/checkpoints/x.ckpt", "robustness=shift"], capsys)
-    assert code == 2 and "size mismatch" in output and len(output.strip().splitlines()) == 1
-
-
-def test_missing_corrupt_or_orphan_checkpoint_exit_2(runs, tmp_path, capsys):
-    run_dir = runs["stn"][0].parent.parent
-    shutil.copytree(run_dir / ".hydra", tmp_path / "run" / ".hydra")
-    bad = tmp_path / "run" / "checkpoints" / "bad.ckpt"
-    bad.parent.mkdir()
-    bad.write_bytes(runs["stn"][0].read_bytes()[:1000])  # truncated
-    orphan = tmp_path / "elsewhere" / "model.ckpt"  # not inside a run folder
-    orphan.parent.mkdir()
-    shutil.copy(runs["stn"][0], orphan)
+def test_missing_or_truncated_checkpoint_exit_2(runs, tmp_path, evaluate_cli):
+    truncated = tmp_path / "run" / "checkpoints" / "bad.ckpt"
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(runs["stn"][0].read_bytes()[:1000])
     cases = {
-        run_dir / "checkpoints" / "nope.ckpt": "error: checkpoint not found: ",
-        bad: "error: cannot read checkpoint ",
-        orphan: "error: no run config at ",
+        tmp_path / "nope.ckpt": "error: checkpoint not found: ",
+        truncated: "error: cannot load checkpoint ",
     }
     for ckpt, start in cases.items():
-        code, output = run_main([f"ckpt_path={ckpt}", "robustness=scale"], capsys)
+        code, output = evaluate_cli([f"ckpt_path={ckpt}", "robustness=scale"])
         assert code == 2 and output.startswith(start), output
         assert len(output.strip().splitlines()) == 1
 
@@ -228,20 +261,15 @@ def test_missing_corrupt_or_orphan_checkpoint_exit_2(runs, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (
-            ["robustness=skew"],
-            "unknown robustness kind 'skew'; valid choices: rotation, scale, shift",
-        ),
-        (["robustness=shift", "points=3"], "unknown argument 'points'"),
-        (["robustness=shift", "num_points=1"], "num_points must be >= 2"),
-        (["robustness=shift", "limit=all"], "limit must be an integer"),
-        (["rotation"], "arguments are key=value"),
-        ([], "missing ckpt_path= and robustness="),
+        (["robustness=skew"], "unknown robustness kind 'skew'; valid choices: rotation, scale, "),
+        (["robustness=shift", "num_points=1"], "num_points must be a whole number >= 2, got 1"),
+        (["robustness=shift", "limit=all"], "limit must be a whole number >= 1, got 'all'"),
+        (["device=tpu"], "bad device 'tpu'"),
+        ([], "ckpt_path=<run>/checkpoints/<name>.ckpt is required"),
     ],
 )
-def test_usage_errors(runs, args, message, capsys):
-    ckpt = runs["stn"][0]
-    args = args if not args or args[0] == "rotation" else [f"ckpt_path={ckpt}", *args]
-    code, output = run_main(args, capsys)
-    assert code == 2 and message in output
-    assert output.startswith("error: ") and "usage: python -m stn_lab.evaluate" in output
+def test_bad_values_are_one_line_with_exit_2(runs, args, message, evaluate_cli):
+    ckpt = [f"ckpt_path={runs['stn'][0]}"] if args else []
+    code, output = evaluate_cli([*ckpt, *args])
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert output.startswith("error: ") and message in output
