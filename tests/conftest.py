@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +50,28 @@ def make_cifar_dataset(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
 @pytest.fixture
 def quiet_trainer_overrides() -> list[str]:
     return ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+#: Overrides that make a training run tiny and quiet (synthetic data, no progress bar).
+TINY_RUN = [
+    "data=synthetic", "data.num_train=256", "data.num_test=64",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]  # fmt: skip
+
+
+@pytest.fixture
+def train_cli(tmp_path):
+    """``start(args)``: ``python -m stn_lab.train`` on tiny data in ``tmp_path`` (runs under
+    ``tmp_path/logs``), as a ``Popen`` with stdout and stderr merged; Hydra's flags (``-m``) go
+    before the overrides."""
+
+    def start(args: list[str], **kwargs) -> subprocess.Popen:
+        env = {**os.environ, "STN_LAB_LOGS": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1"}
+        flags = [a for a in args if a.startswith("-")]
+        overrides = [*TINY_RUN, *(a for a in args if a not in flags)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "stn_lab.train", *flags, *overrides], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+        )  # fmt: skip
+
+    return start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -180,7 +181,7 @@ def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
     )
     output = second.communicate(timeout=300)[0]
     assert second.returncode == 2 and "Traceback" not in output
-    assert f"error: checkpoint {ckpt} was made with a different model config" in output
+    assert f"error: cannot resume {ckpt} with other settings (model." in output
 
 
 @pytest.mark.slow
@@ -202,6 +203,11 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert "Restoring states from the checkpoint path" in output
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["epochs"] == 8
+    # The history survives the kill: every epoch's time (the killed one counts the time up to
+    # its last checkpoint plus the time after the resume) and the first epochs' metric rows.
+    assert len(record["seconds_per_epoch"]) == 8 and max(record["seconds_per_epoch"]) < 120
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    assert sorted({int(r["epoch"]) for r in rows if r.get("val/acc")}) == list(range(8))
     again = cli([*args, "ckpt_path=last"], tmp_path)  # a finished job is skipped, not redone
     assert "already completed" in again.communicate(timeout=300)[0] and again.returncode == 0
 

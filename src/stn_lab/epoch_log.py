@@ -44,13 +44,12 @@ class EpochSummary(L.Callback):
         # A resume mid-epoch gets no on_train_epoch_start: the clock starts here, with the time
         # the interrupted epoch had already run (0 after a clean epoch end).
         self._start = time.perf_counter() - self._resumed_elapsed
+        self._resumed_elapsed = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._flush(trainer)
-        if self._resumed_elapsed:  # the first epoch after a mid-epoch resume keeps its clock
-            self._resumed_elapsed = 0.0
-            return
-        self._start = time.perf_counter()
+        if self._start is None:  # else the clock started in on_train_start
+            self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._start

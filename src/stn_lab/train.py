@@ -244,12 +244,17 @@ def is_diverged(test_loss: float, num_classes: int, faults: DictConfig) -> bool:
     return not math.isfinite(test_loss) or test_loss > factor * math.log(num_classes)
 
 
+def read_record(run_dir: Path) -> dict | None:
+    """The folder's ``metrics.json``, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def previous_resumes(run_dir: Path) -> list[dict]:
     """The resume history of an earlier record of this run (continued or interrupted)."""
-    try:
-        return list(json.loads((run_dir / "metrics.json").read_text()).get("resumes") or [])
-    except (OSError, ValueError):
-        return []
+    return list((read_record(run_dir) or {}).get("resumes") or [])
 
 
 def keep_trained_hydra_files(run_dir: Path) -> None:
@@ -264,27 +269,34 @@ def keep_trained_hydra_files(run_dir: Path) -> None:
         shutil.copy2(path, keep / path.name)
 
 
-def guard_completed(run_dir: Path, config: dict) -> dict | None:
-    """A completed run in ``run_dir``: its record if ``config`` would train the same run (a
-    re-run of the sweep skips it), else :class:`UserError`. Either way its ``.hydra`` files are
-    put back as they were when it trained."""
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("status") != "completed":
-        return None
-    keep = run_dir / ".hydra" / TRAINED_HYDRA
-    for path in keep.glob("*.yaml"):
+def guard_completed(run_dir: Path, record: dict | None, config: dict, resuming: bool) -> bool:
+    """What to do in a folder that holds a completed run.
+
+    ``record`` is the folder's ``metrics.json``. True (skip the job) when ``config`` would train
+    the very same run; False when there is no completed run or when a resume (``resuming``) only
+    trains it for longer. Anything else is a :class:`CompletedRunConflict`. When the job does
+    not train, the completed run's ``.hydra`` files (which Hydra has just rewritten) are put back
+    as they were when it trained.
+    """
+    if record is None or record.get("status") != "completed" or not record.get("config"):
+        return False
+    changed = changed_settings(record["config"], config, allowed=())
+    if changed and resuming and not changed_settings(record["config"], config):
+        return False  # train on for longer: the record is rewritten when that run completes
+    for path in (run_dir / ".hydra" / TRAINED_HYDRA).glob("*.yaml"):
         shutil.copy2(path, run_dir / ".hydra" / path.name)
-    changed = changed_settings(record["config"], config, allowed=()) if record.get("config") else {}
-    if changed:
-        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
-        raise CompletedRunConflict(
-            f"{run_dir} holds a completed run with other settings ({what}): it is left as it "
-            "was; run into a new folder (a new sweep, or another hydra.run.dir)"
+    if not changed:
+        return True
+    what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+    raise CompletedRunConflict(
+        f"{run_dir} holds a completed run with other settings ({what}); it is left as it was: "
+        "run into a new folder (a new sweep, or another hydra.run.dir)"
+        + (
+            "; a resume may only change trainer.max_epochs and trainer.max_steps"
+            if resuming
+            else ""
         )
-    return record
+    )
 
 
 def write_summary(module: ClassifierModule, datamodule, path: Path) -> None:
@@ -333,21 +345,22 @@ def main(cfg: DictConfig) -> float | None:
     choices = dict(hydra_cfg.runtime.choices)
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    previous = read_record(run_dir)
+    # A completed run's record is never replaced by a failure (of a re-run or a continuation).
+    keep_record = previous is not None and previous.get("status") == "completed"
     try:
-        if not cfg.get("ckpt_path"):  # a resume continues a completed run; a re-run skips it
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(run_dir)
-            done = guard_completed(run_dir, resolved(cfg))
-            if done is not None:
-                log.info("%s already completed (metrics.json): skipping", run_dir)
-                return done.get("best_val_acc")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+        if guard_completed(run_dir, previous, resolved(cfg), resuming=bool(cfg.get("ckpt_path"))):
+            log.info("%s already completed (metrics.json): skipping", run_dir)
+            return previous.get("best_val_acc")
         record = train(cfg, run_dir, choices, overrides)
     except Interrupted as err:
         log.error("%s: last.ckpt and metrics.json saved; resume with ckpt_path=last", err)
         sys.exit(SIGNAL_EXIT[err.signal_name])
     except Exception as err:
         message = user_error_message(err)
-        if not isinstance(err, CompletedRunConflict):  # never rewrite a finished run's record
+        if not keep_record:
             record_failure(cfg, run_dir, choices, overrides,
                            message or f"{type(err).__name__}: {err}".splitlines()[0])  # fmt: skip
         if multirun:

@@ -1,0 +1,165 @@
+"""What a run records is what trained: folders of finished runs are never rewritten with other
+settings, resumes keep their history, checkpoints are atomic and ``last.ckpt`` is the newest
+model, signals leave a resumable run, and bad settings end with one line (issue: runs you can
+trust). Each test runs the real command line on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def finish(proc, timeout: int = 300) -> str:
+    return proc.communicate(timeout=timeout)[0]
+
+
+def record(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "error:" in line or "Error" in line]
+
+
+def one_line_error(proc, output: str, *expected: str) -> None:
+    """Exit 2, no traceback, and one error line holding every ``expected`` text."""
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    (line,) = error_lines(output)
+    assert all(text in line for text in expected), line
+
+
+@pytest.mark.slow
+def test_rerun_with_other_settings_into_a_completed_folder_is_refused(train_cli, tmp_path):
+    args = ["trainer.max_epochs=1", "hydra.run.dir=run"]
+    assert train_cli(args).wait(timeout=300) == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in [run / "metrics.json", *run.glob(".hydra/*.yaml")]}
+    proc = train_cli([*args, "optimizer.lr=0.5"])
+    output = finish(proc)
+    one_line_error(proc, output, "holds a completed run with other settings", "optimizer.lr")
+    after = {p.name: p.read_bytes() for p in [run / "metrics.json", *run.glob(".hydra/*.yaml")]}
+    assert after == before  # the record and the Hydra files say what trained
+    same = train_cli(args)  # the very same job is skipped
+    assert "already completed" in finish(same) and same.returncode == 0
+
+
+@pytest.mark.slow
+def test_resume_with_a_changed_hyperparameter_is_refused(train_cli, tmp_path):
+    args = ["trainer.max_epochs=1", "hydra.run.dir=run", "checkpoint_every_n_steps=1"]
+    assert train_cli([*args, "trainer.max_steps=2"]).wait(timeout=300) == 0
+    (tmp_path / "run" / "metrics.json").unlink()  # as if it had been killed after step 2
+    proc = train_cli([*args, "ckpt_path=last", "optimizer.lr=1e6"])
+    one_line_error(proc, finish(proc), "cannot resume", "optimizer.lr: 0.001 -> 1000000.0")
+
+
+@pytest.mark.slow
+def test_a_completed_run_trains_on_and_keeps_its_history(train_cli, tmp_path):
+    args = ["hydra.run.dir=run", "checkpoint_every_n_steps=0"]
+    assert train_cli([*args, "trainer.max_epochs=1"]).wait(timeout=300) == 0
+    proc = train_cli([*args, "trainer.max_epochs=3", "ckpt_path=last"])
+    output = finish(proc)
+    assert proc.returncode == 0, output[-3000:]
+    done = record(tmp_path / "run")
+    assert done["status"] == "completed" and done["epochs"] == 3
+    assert done["resumes"] == [{"step": 4, "changed": {"trainer.max_epochs": [1, 3]}}]
+    assert len(done["seconds_per_epoch"]) == 3 and max(done["seconds_per_epoch"]) < 60
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    epochs_with_val = sorted({int(r["epoch"]) for r in rows if r.get("val/acc")})
+    assert epochs_with_val == [0, 1, 2]  # the first run's rows survive the resume
+
+
+@pytest.mark.slow
+def test_last_ckpt_is_the_final_model_whatever_the_step_interval(train_cli, tmp_path):
+    # 4 steps an epoch, 2 epochs; a step interval of 3 never lands on the last step (8).
+    proc = train_cli(["trainer.max_epochs=2", "checkpoint_every_n_steps=3", "hydra.run.dir=run"])
+    assert proc.wait(timeout=300) == 0
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == record(tmp_path / "run")["step"] == 8
+    assert last["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 2
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_partial_file(train_cli, tmp_path):
+    def small_files():  # writes past 40 kB fail (EFBIG) instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    proc = train_cli(["trainer.max_epochs=1", "hydra.run.dir=run"], preexec_fn=small_files)
+    one_line_error(proc, finish(proc), "could not write checkpoint", "checkpoints/")
+    folder = tmp_path / "run" / "checkpoints"
+    assert list(folder.iterdir()) == [] if folder.exists() else True  # nothing half-written
+    assert record(tmp_path / "run")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_truncated_last_checkpoint_on_resume_is_one_line_naming_it(train_cli, tmp_path):
+    args = ["trainer.max_epochs=1", "hydra.run.dir=run"]
+    assert train_cli(args).wait(timeout=300) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    (tmp_path / "run" / "metrics.json").unlink()
+    proc = train_cli([*args, "ckpt_path=last"])
+    one_line_error(proc, finish(proc), f"checkpoint {last} is truncated")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_path, signum, code):
+    args = ["trainer.max_epochs=200", "checkpoint_every_n_steps=0", "hydra.run.dir=run"]
+    proc = train_cli(args)
+    csv_file = tmp_path / "run" / "csv" / "metrics.csv"
+    deadline = time.time() + 120
+    while not csv_file.exists() and time.time() < deadline:  # the first epoch has ended
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    output = finish(proc)
+    assert proc.returncode == code, output[-3000:]
+    interrupted = record(tmp_path / "run")
+    assert interrupted["status"] == "interrupted" and interrupted["step"] > 0
+    assert interrupted["error"] == f"interrupted by {signal.Signals(signum).name}"
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == interrupted["step"]
+    resumed = train_cli([*args[:1], "trainer.max_epochs=2", *args[1:], "ckpt_path=last"])
+    output = finish(resumed)
+    if interrupted["epochs"] >= 2:  # it was past the new budget already: nothing to train
+        return
+    assert resumed.returncode == 0, output[-3000:]
+    assert record(tmp_path / "run")["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("checkpoint_every_n_steps=-5", "checkpoint_every_n_steps must be a whole number >= 0"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing"),
+        ("trainer.accelerator=gpu", "gpu"),
+    ],
+)
+def test_settings_that_cannot_work_end_with_one_line(train_cli, override, expected):
+    proc = train_cli([override])
+    one_line_error(proc, finish(proc), expected)
+
+
+def test_an_exploding_but_finite_loss_is_flagged_as_diverged(tmp_path, caplog):
+    from conftest import TINY_RUN, compose_cfg
+
+    from stn_lab.train import train
+
+    caplog.set_level("WARNING", logger="stn_lab")
+    overrides = [*TINY_RUN, "model=cnn", "optimizer.lr=1e6", "trainer.max_epochs=1",
+                 "faults.on_fault=off"]  # fmt: skip
+    done = train(compose_cfg(overrides), tmp_path, {"model": "cnn"}, overrides)
+    assert done["status"] == "completed" and done["diverged"] is True
+    assert any("diverged" in r.getMessage() for r in caplog.records)
+    calm_run = [*TINY_RUN, "model=cnn", "trainer.max_epochs=1"]
+    calm = train(compose_cfg(calm_run), tmp_path / "calm", {}, [])
+    assert calm["diverged"] is False
