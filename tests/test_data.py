@@ -14,7 +14,10 @@ import lightning as L
 import pytest
 import torch
 from conftest import make_cifar_dataset, make_idx_dataset, write_idx
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 
+from stn_lab.config_path import compose_config
 from stn_lab.data import sources
 from stn_lab.data.datamodules import (
     CIFAR10DataModule,
@@ -22,7 +25,13 @@ from stn_lab.data.datamodules import (
     MNISTDataModule,
     SyntheticDataModule,
 )
-from stn_lab.data.distortions import AffineDistortion
+from stn_lab.data.distortions import (
+    AffineDistortion,
+    ClutterDistortion,
+    ElasticDistortion,
+    ProjectiveDistortion,
+)
+from stn_lab.errors import ConfigError
 
 RTS = dict(rotation=(-45, 45), scale=(0.7, 1.2), canvas=42)
 
@@ -145,7 +154,7 @@ def test_idx_images_of_another_size_name_the_file_and_both_sizes(tmp_path):
 @pytest.mark.parametrize("key", ["batch_size", "eval_batch_size"])
 @pytest.mark.parametrize("value", ["abc", 1.5, True, 0, -3, "64", None])
 def test_batch_sizes_must_be_whole_numbers(key, value):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ConfigError) as err:
         SyntheticDataModule(**{key: value})
     assert str(err.value) == f"data.{key} must be a whole number >= 1, got {value!r}"
 
@@ -276,12 +285,29 @@ def test_distortion_rotates_a_marked_pixel_where_expected():
     ],
 )
 def test_invalid_distortion_values_are_rejected(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^distortion.{message}"):
         AffineDistortion(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ProjectiveDistortion(sigma=-1), "distortion.sigma must be >= 0"),
+        (lambda: ElasticDistortion(grid_size=1), "distortion.grid_size must be >= 2"),
+        (lambda: ClutterDistortion(patch_size=0), "distortion.patch_size >= 1"),
+        (lambda: ClutterDistortion(canvas=30, patch_size=40), "larger than distortion.canvas"),
+        (lambda: SyntheticDataModule(keep_on_device="gpu"), "data.keep_on_device must be"),
+        (lambda: SyntheticDataModule(val_size="half"), "data.val_size must be a count"),
+        (lambda: SyntheticDataModule(num_train=10, val_size=20).setup(), "data.val_size=20 "),
+    ],
+)
+def test_bad_config_values_are_config_errors_naming_the_key(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
 def test_canvas_smaller_than_image_is_rejected():
-    with pytest.raises(ValueError, match="canvas 20px is smaller than the 28px image"):
+    with pytest.raises(ConfigError, match="distortion.canvas 20px is smaller than the 28px image"):
         SyntheticDataModule(distortion=AffineDistortion(canvas=20))
 
 
@@ -359,46 +385,59 @@ def test_overfit_batches_repeats_the_same_batches_every_epoch():
     assert recorder.val_batches and all(len(y) == 8 for y in recorder.val_batches)
 
 
-# --- the paper's distortion sets (R, RTS, P, E, TC) ---------------------------------------
+# --- the paper's distortion sets (R, RTS, P, E, TC): the `distortion` config group ----------
+DISTORTIONS = ["none", "R", "RTS", "P", "E", "TC"]
 
 
-def distortion_sets() -> dict:
-    from conftest import compose_cfg
-    from hydra.utils import instantiate
-
-    return instantiate(compose_cfg().distortions)
+def built_distortion(name: str):
+    return instantiate(compose_config([f"distortion={name}"]).distortion)
 
 
-@pytest.mark.parametrize("name", ["none", "R", "RTS", "P", "E", "TC"])
-def test_every_distortion_set_is_selectable_and_deterministic_on_eval(tmp_path, name):
+@pytest.mark.parametrize("name", DISTORTIONS)
+def test_every_distortion_option_reaches_the_datamodule_built(tmp_path, name):
     make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=12)
+    overrides = ["data=mnist", f"distortion={name}", f"paths.data_dir={tmp_path}",
+                 "data.val_size=8", "data.download=false"]  # fmt: skip
     tests = []
     for _ in range(2):
-        dm = MNISTDataModule(
-            data_dir=tmp_path, val_size=8, download=False, distortion=name,
-            distortion_sets=distortion_sets(),
-        )  # fmt: skip
+        dm = instantiate(compose_config(overrides).data)
         dm.setup()
         tests.append(dm.splits["test"].tensors[0])
-    assert torch.equal(tests[0], tests[1])
+    assert (dm.distortion is None) == (name == "none")
+    assert torch.equal(tests[0], tests[1])  # evaluation images are fixed
     assert tests[0].shape[-1] == {"RTS": 42, "TC": 60}.get(name, 28) == dm.image_size
     x, _ = next(iter(dm.train_dataloader()))
     assert dm.prepare_images(x, train=True).shape[-1] == dm.image_size
 
 
-def test_unknown_distortion_set_lists_valid_choices():
-    with pytest.raises(ValueError, match="unknown distortion 'Q'; valid choices: none, R, RTS"):
-        SyntheticDataModule(distortion="Q", distortion_sets=distortion_sets())
+def test_distortion_values_are_tuned_on_the_group():
+    cfg = compose_config(["data=synthetic", "distortion=RTS", "distortion.rotation=[-30,30]"])
+    assert instantiate(cfg.data).distortion.rotation == (-30.0, 30.0)
+
+
+def test_distorted_data_options_are_the_dataset_with_rts():
+    """``data=mnist_distorted`` is ``data=mnist distortion=RTS``; a distortion= override wins."""
+    for dataset in ("mnist", "fashion_mnist"):
+        short = compose_config([f"data={dataset}_distorted"])
+        long = compose_config([f"data={dataset}", "distortion=RTS"])
+        assert short.data == long.data and short.distortion == long.distortion
+    mixed = compose_config(["data=mnist_distorted", "distortion=TC"], return_hydra_config=True)
+    assert mixed.hydra.runtime.choices.distortion == "TC" and mixed.distortion.canvas == 60
+
+
+def test_unknown_distortion_lists_valid_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["distortion=Q"])
+    assert "Available options in 'distortion'" in str(err.value)
+    assert all(f"\t{name}\n" in str(err.value) for name in DISTORTIONS)
 
 
 def test_r_angles_stay_in_range():
-    angles = distortion_sets()["R"].sample(4000, 28, torch.Generator().manual_seed(0))[:, 0]
+    angles = built_distortion("R").sample(4000, 28, torch.Generator().manual_seed(0))[:, 0]
     assert -90 <= angles.min() < -85 and 85 < angles.max() <= 90
 
 
 def test_p_moves_the_corners_where_asked():
-    from stn_lab.data.distortions import ProjectiveDistortion
-
     distortion = ProjectiveDistortion(sigma=0.1)
     image = torch.rand(1, 1, 28, 28)
     assert torch.allclose(distortion.apply(image, torch.zeros(1, 8)), image, atol=1e-5)
@@ -415,8 +454,6 @@ def test_p_moves_the_corners_where_asked():
 
 
 def test_e_is_a_smooth_warp_of_about_sigma_pixels():
-    from stn_lab.data.distortions import ElasticDistortion
-
     image = torch.rand(2, 1, 28, 28)
     assert torch.allclose(
         ElasticDistortion(sigma=0.0).apply(image, torch.zeros(2, 32)), image, atol=1e-5
@@ -429,8 +466,6 @@ def test_e_is_a_smooth_warp_of_about_sigma_pixels():
 
 
 def test_tc_has_a_60px_canvas_and_six_clutter_patches():
-    from stn_lab.data.distortions import ClutterDistortion
-
     distortion = ClutterDistortion(canvas=60, patches=6, patch_size=6)
     # Image 0 is blank, image 1 is all ones: image 0's canvas then shows only the clutter
     # cropped from image 1. Patches pasted on a non-overlapping row give 6 * 36 lit pixels.

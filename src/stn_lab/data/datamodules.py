@@ -28,8 +28,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch.utils.data import (
     DataLoader,
     DistributedSampler,
@@ -41,6 +39,7 @@ from torch.utils.data import (
 
 from stn_lab.data import sources
 from stn_lab.data.distortions import Distortion
+from stn_lab.errors import ConfigError
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -98,18 +97,23 @@ class EvalShard(Sampler):
 
 
 def whole_number(key: str, value, minimum: int) -> int:
-    """``value`` when it is an int >= ``minimum``; a one-line error naming ``data.<key>``.
+    """``value`` when it is an int >= ``minimum``; else a :class:`ConfigError` naming ``key``.
 
     Hydra passes command-line values through as typed (``abc`` a str, ``1.5`` a float, ``true``
     a bool), and none of those may stand for a count.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{key} must be a whole number >= {minimum}, got {value!r}")
+        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
     return value
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Base DataModule; subclasses set the class attributes and implement :meth:`load`."""
+    """Base DataModule; subclasses set the class attributes and implement :meth:`load`.
+
+    ``distortion`` arrives built: Hydra instantiates the ``distortion`` group's choice with the
+    data config (``distortion: ${distortion}``), and ``None`` (``distortion=none``) leaves the
+    images as they are. A bad value raises :class:`~stn_lab.errors.ConfigError`, naming its key.
+    """
 
     name: str = "images"
     channels: int = 1
@@ -125,24 +129,25 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int | float = 5000,
         num_workers: int = 0,
-        distortion: Distortion | str | None = None,
-        distortion_sets: dict[str, Distortion | None] | None = None,
+        distortion: Distortion | None = None,
         eval_seed: int = 0,
         download: bool = True,
         keep_on_device: str | bool = "auto",
     ):
         super().__init__()
         if keep_on_device not in KEEP_ON_DEVICE:
-            raise ValueError(f"keep_on_device must be auto, true or false, got {keep_on_device!r}")
+            raise ConfigError(
+                f"data.keep_on_device must be auto, true or false, got {keep_on_device!r}"
+            )
         self.keep_on_device = keep_on_device
         self.data_dir = Path(data_dir) if data_dir else sources.default_data_dir()
-        self.batch_size = whole_number("batch_size", batch_size, 1)  # images per optimiser step
-        self.eval_batch_size = whole_number("eval_batch_size", eval_batch_size, 1)
-        self.num_workers = whole_number("num_workers", num_workers, 0)
+        self.batch_size = whole_number("data.batch_size", batch_size, 1)  # images per step
+        self.eval_batch_size = whole_number("data.eval_batch_size", eval_batch_size, 1)
+        self.num_workers = whole_number("data.num_workers", num_workers, 0)
         if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-            raise ValueError(f"data.val_size must be a count or a fraction, got {val_size!r}")
+            raise ConfigError(f"data.val_size must be a count or a fraction, got {val_size!r}")
         self.val_size = val_size
-        self.distortion = self._pick_distortion(distortion, distortion_sets or {})
+        self.distortion = distortion
         self.eval_seed = eval_seed
         self.download = download
         self.image_size = (
@@ -150,23 +155,6 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.splits: dict[str, TensorDataset] = {}
         self._norm_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @staticmethod
-    def _pick_distortion(distortion, sets) -> Distortion | None:
-        """A distortion object, or a set's name (``data.distortion=RTS``) looked up in ``sets``.
-
-        The data configs pass the sets un-instantiated (``_recursive_: false``), so only the
-        chosen one is built: a bad value in another set does not break this run.
-        """
-        if not isinstance(distortion, str):
-            return distortion
-        if distortion == "none":
-            return None
-        if distortion not in sets:
-            valid = ", ".join(["none", *(k for k in sets if k != "none")])
-            raise ValueError(f"unknown distortion {distortion!r}; valid choices: {valid}")
-        chosen = sets[distortion]
-        return instantiate(chosen) if isinstance(chosen, (dict, DictConfig)) else chosen
 
     # --- what a subclass provides -------------------------------------------------------
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -189,7 +177,7 @@ class ImageDataModule(L.LightningDataModule):
         raw = self.load()
         for split, (_, labels) in raw.items():
             if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
-                raise ValueError(
+                raise sources.DataError(
                     f"num_classes mismatch: {self.name} {split} labels run from "
                     f"{int(labels.min())} to {int(labels.max())}, "
                     f"but it has {self.num_classes} classes"
@@ -212,7 +200,9 @@ class ImageDataModule(L.LightningDataModule):
     def _val_count(self, n_train: int) -> int:
         n_val = int(round(self.val_size * n_train)) if self.val_size < 1 else int(self.val_size)
         if not 0 < n_val < n_train:
-            raise ValueError(f"val_size {self.val_size} leaves no train or no val data ({n_train})")
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no train or no val data ({n_train} images)"
+            )
         return n_val
 
     def _distort_once(self, images: torch.Tensor, index: torch.Tensor, split: int) -> torch.Tensor:
@@ -301,7 +291,7 @@ class ImageDataModule(L.LightningDataModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """Our batches are always ``(images, labels)`` tensors: move them directly (a no-op
         when they already live there) rather than through Lightning's generic collection walk,
-        which cost 0.15 ms per step, 2% of a 28 px CNN step on the CPU."""
+        a measurable share of a small model's CPU step (docs/performance.md)."""
         if isinstance(batch, torch.Tensor):
             return batch.to(device, non_blocking=True)
         images, labels = batch

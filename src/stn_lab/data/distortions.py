@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from stn_lab.errors import ConfigError
 from stn_lab.geometry.grids import invert_affine, similarity_matrix
 from stn_lab.geometry.projective import IMAGE_CORNERS, homography_from_corners, projective_grid
 from stn_lab.geometry.tps import tps_grid
@@ -23,10 +24,18 @@ from stn_lab.ops.affine_grid import affine_grid
 def _check_range(name: str, values: Sequence[float], positive: bool = False) -> tuple[float, float]:
     low, high = (float(v) for v in values)
     if low > high:
-        raise ValueError(f"{name} range is reversed: [{low}, {high}] (expected low <= high)")
+        raise ConfigError(
+            f"distortion.{name} range is reversed: [{low}, {high}] (expected low <= high)"
+        )
     if positive and low <= 0:
-        raise ValueError(f"{name} must be > 0, got [{low}, {high}]")
+        raise ConfigError(f"distortion.{name} must be > 0, got [{low}, {high}]")
     return low, high
+
+
+def _check_canvas(canvas: int, size: int) -> int:
+    if canvas < size:
+        raise ConfigError(f"distortion.canvas {canvas}px is smaller than the {size}px image")
+    return canvas
 
 
 def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor:
@@ -76,16 +85,12 @@ class AffineDistortion(Distortion):
         self.rotation = _check_range("rotation", rotation)
         self.scale = _check_range("scale", scale, positive=True)
         if translation < 0:
-            raise ValueError(f"translation must be >= 0, got {translation}")
+            raise ConfigError(f"distortion.translation must be >= 0, got {translation}")
         self.translation = float(translation)
         self.canvas = canvas
 
     def out_size(self, size: int) -> int:
-        if self.canvas is None:
-            return size
-        if self.canvas < size:
-            raise ValueError(f"canvas {self.canvas}px is smaller than the {size}px image")
-        return self.canvas
+        return size if self.canvas is None else _check_canvas(self.canvas, size)
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
         """``[n, 4]``: angle (degrees, positive clockwise), scale, x shift and y shift (pixels of
@@ -125,7 +130,7 @@ class ProjectiveDistortion(Distortion):
 
     def __init__(self, sigma: float = 0.1):
         if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+            raise ConfigError(f"distortion.sigma must be >= 0, got {sigma}")
         self.sigma = float(sigma)
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
@@ -144,9 +149,9 @@ class ElasticDistortion(Distortion):
 
     def __init__(self, sigma: float = 1.5, grid_size: int = 4):
         if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+            raise ConfigError(f"distortion.sigma must be >= 0, got {sigma}")
         if grid_size < 2:
-            raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+            raise ConfigError(f"distortion.grid_size must be >= 2, got {grid_size}")
         self.sigma = float(sigma)
         self.grid_size = grid_size
 
@@ -174,15 +179,18 @@ class ClutterDistortion(Distortion):
 
     def __init__(self, canvas: int = 60, patches: int = 6, patch_size: int = 6):
         if patches < 0 or patch_size < 1:
-            raise ValueError(f"need patches >= 0 and patch_size >= 1, got {patches}, {patch_size}")
+            raise ConfigError(
+                "distortion.patches must be >= 0 and distortion.patch_size >= 1, "
+                f"got {patches} and {patch_size}"
+            )
         if patch_size > canvas:
-            raise ValueError(f"patch_size {patch_size} is larger than the canvas {canvas}")
+            raise ConfigError(
+                f"distortion.patch_size {patch_size} is larger than distortion.canvas {canvas}"
+            )
         self.canvas, self.patches, self.patch_size = canvas, patches, patch_size
 
     def out_size(self, size: int) -> int:
-        if self.canvas < size:
-            raise ValueError(f"canvas {self.canvas}px is smaller than the {size}px image")
-        return self.canvas
+        return _check_canvas(self.canvas, size)
 
     def sample(self, n: int, size: int, generator=None, device=None) -> torch.Tensor:
         """``[n, 2 + 5 * patches]`` uniform numbers in [0, 1): the image's x and y place, then
