@@ -360,10 +360,7 @@ SYNTHETIC = {
     "_target_": "stn_lab.data.datamodules.SyntheticDataModule",
     "num_train": 64, "num_test": 40, "image_size": 28, "channels": 1, "num_classes": 10,
     "batch_size": 16, "eval_batch_size": 40, "val_size": 0.1, "eval_seed": 0,
-    "keep_on_device": False, "distortion": "none", "_recursive_": False,
-    # The sets in the training config's order; left undistorted here (None), which is enough
-    # to rebuild test images and costs nothing.
-    "distortion_sets": dict.fromkeys(["none", "R", "RTS", "P", "E", "TC"]),
+    "keep_on_device": False, "distortion": None,
 }  # fmt: skip
 VARIANCE = {
     "cnn": {
@@ -384,12 +381,19 @@ def write_run(root: Path, model: str, seed: int, correct: np.ndarray, distortion
     table = table_of(np.arange(len(correct)), label, np.where(correct, label, (label + 1) % 10),
                      np.linspace(0.5, 0.99, len(correct)))  # fmt: skip
     np.save(root / "predictions.npy", table)
+    # As the distortion group records it: the set's built config (a rotation range stands in
+    # for each set here, cheap to redraw), or null for none.
+    sets = ("none", "R", "RTS", "P", "E", "TC")
+    rotation = {
+        "_target_": "stn_lab.data.distortions.AffineDistortion",
+        "rotation": [-10 * sets.index(distortion), 10 * sets.index(distortion)],
+    }
     config = {
         "seed": seed,
         "model": {"name": model},
-        "data": {**SYNTHETIC, "distortion": distortion},
+        "data": {**SYNTHETIC, "distortion": rotation if distortion != "none" else None},
         "trainer": {"max_epochs": 3},
-    }
+    }  # fmt: skip
     record = {
         "schema_version": 2, "status": "completed", "error": None, "seed": seed,
         "choices": {"model": model, "data": "synthetic", "distortion": distortion},
@@ -467,6 +471,8 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys, monkeypatch) 
     )
     assert (out / "profile.png").is_file() and not (out / "cd.png").exists()
     assert (out / "disagreements.png").is_file()
+    tex = (out / "compare.tex").read_text()
+    assert r"model & R (\%) & RTS (\%) & P (\%) & E (\%) & mean & IQM \\" in tex
 
 
 def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Path) -> None:

@@ -2,24 +2,34 @@
 
 Usage::
 
-    python -m stn_lab.compare [DIR ...] [--out results] [--include-debug]
+    python -m stn_lab.compare [DIR ...] [--out results] [--rope 0.5] [--include-debug]
 
-``compare`` never imports model or training code: it reads only the ``metrics.json`` file that
-every training run writes into its Hydra output folder (and looks whether ``.hydra/`` exists, to
-spot runs that started but never finished). It needs numpy, scipy and matplotlib (drawn
-off-screen with the Agg canvas).
+``compare`` never imports model or training code: it reads the ``metrics.json`` and
+``predictions.npy`` files that every training run writes into its Hydra output folder (and looks
+whether ``.hydra/`` exists, to spot runs that started but never finished). It needs numpy, scipy
+and matplotlib (drawn off-screen with the Agg canvas). Only ``disagreements.png`` needs the
+test images: :func:`.plots.load_test_images` rebuilds them from the run's data config, importing
+the DataModule (torch, Lightning) when called, and the picture is skipped with one line when it
+cannot.
 
 The layers, each a few pure functions usable from a notebook:
 
 - :mod:`.records` -- :func:`load_runs` reads every run folder into one :class:`RunRecord` and
-  sorts them into a :class:`RunSet`: results, debug runs, interrupted runs, failed runs.
+  sorts them into a :class:`RunSet`: results, debug runs, interrupted runs, failed runs. The
+  result-neutral keys and debug flags come from :mod:`stn_lab.run_record` (one definition).
 - :mod:`.groups` -- :func:`build_table` groups results by their whole resolved config minus the
   seed and the result-neutral keys, counts a repeated seed once and names each group by the
-  settings that vary; :func:`pair_differences` lists the pairs that differ in one setting.
-- :mod:`.stats` -- paired (by seed) and Welch t tests with their intervals, Wilcoxon, the
-  mean's interval and Holm's correction, on ``scipy.stats``.
+  settings that vary; :func:`pair_differences` lists the pairs that differ in one setting, with
+  the verdict (better / equivalent / inconclusive) and the evidence behind it.
+- :mod:`.stats` -- paired (by seed) and Welch t tests with their intervals, Wilcoxon, Holm,
+  TOST, power, P(improvement) and the smallest p a design can reach, on ``scipy.stats``.
+- :mod:`.predictions` -- per-image evidence: the multibootstrap over seeds x test images,
+  McNemar per seed pair, the images two models disagree on.
+- :mod:`.sets` -- results across distortion sets: mean and IQM with stratified-bootstrap
+  intervals, performance profiles, the design guard, Friedman/Nemenyi ranks.
 - :mod:`.report` -- ``compare.md``, ``compare.csv``, ``differences.csv``, ``compare.tex`` and
-  ``compare.png``.
+  ``compare.png``, with the variance manifest under every table; :mod:`.plots` --
+  ``profile.png``, ``cd.png`` and ``disagreements.png``.
 - :mod:`.cli` -- :func:`main`, the command line.
 """
 

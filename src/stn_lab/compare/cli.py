@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(out / "compare.md", text)
     write_csv(out / "compare.csv", table)
     write_differences_csv(out / "differences.csv", diffs)
-    atomic_write(out / "compare.tex", render_tex(table, diffs))
+    atomic_write(out / "compare.tex", render_tex(table, diffs, sets))
     write_plot(out / "compare.png", table)
     written = [out / f for f in OUTPUTS]
     if sets is not None and sets.models:

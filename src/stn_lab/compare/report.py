@@ -657,9 +657,10 @@ def _tex_table(caption: str, columns: Sequence[str], rows: Sequence[dict[str, st
     ]
 
 
-def render_tex(table: Table, diffs: Sequence[Difference]) -> str:
-    """``compare.tex``: the results, the differences with their verdicts and the per-image
-    evidence as booktabs tables for a paper, each with the variance manifest under it."""
+def render_tex(table: Table, diffs: Sequence[Difference], sets: SetsAnalysis | None = None) -> str:
+    """``compare.tex``: the results, the differences with their verdicts, the per-image evidence
+    and the results across distortion sets as booktabs tables for a paper, each with the
+    variance manifest under it."""
     level = f"{100 * CONFIDENCE:.0f}"
     note = manifest_text(table)
     lines = [
@@ -688,6 +689,19 @@ def render_tex(table: Table, diffs: Sequence[Difference]) -> str:
                 + r"\% interval of a bootstrap over seeds $\times$ test images.",
                 TEX_IMAGE_COLUMNS, with_images, note,
             )  # fmt: skip
+    if sets is not None and sets.models:
+        columns = ["model", *(f"{v} (%)" for v in sets.sets), "mean", "IQM"]
+        rows = [
+            dict(zip(columns, [m.label, *(f"{100 * v:.2f}" for v in m.scores.mean(axis=0)),
+                               _iv(m.mean), _iv(m.iqm)], strict=True))
+            for m in sets.models
+        ]  # fmt: skip
+        lines += _tex_table(
+            "Test accuracy (\\%) on each distortion set (mean over seeds), its mean over sets "
+            "and its interquartile mean over all seed $\\times$ set scores, with " + level
+            + "\\% stratified-bootstrap intervals.",
+            columns, rows, note,
+        )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

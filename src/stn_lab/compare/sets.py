@@ -29,6 +29,8 @@ from stn_lab.compare.stats import (
 
 #: The settings that name a distortion set: the recorded choice, or the data config key.
 SET_SETTINGS: tuple[Setting, ...] = (("choice", "distortion"), ("config", "data.distortion"))
+#: The ``distortion`` group's options in the order tables show them (the paper's order).
+SET_ORDER = ("none", "R", "RTS", "P", "E", "TC")
 #: Below these a critical-difference diagram is refused: too few sets (blocks) give ranks that
 #: no test can separate, and with two models the pairwise test says all there is.
 MIN_SETS, MIN_MODELS = 6, 3
@@ -128,17 +130,10 @@ def _models(table: Table, idx: int) -> tuple[list[str], dict[str, dict[str, Grou
     return sets, models
 
 
-def set_order(table: Table, sets: Sequence[str]) -> list[str]:
-    """``sets`` in the order the runs' data config lists its distortion sets (none, R, RTS, P,
-    E, TC), any others after them by value."""
-    listed: list[str] = []
-    for g in table.groups:
-        for run in g.runs:
-            named = (run.data_config or {}).get("distortion_sets")
-            if isinstance(named, dict):
-                listed += [str(k) for k in named if str(k) not in listed]
-    return sorted(sets, key=lambda v: (listed.index(v) if v in listed else len(listed),
-                                       natural((v,))))  # fmt: skip
+def set_order(sets: Sequence[str]) -> list[str]:
+    """``sets`` in the order of :data:`SET_ORDER`, any others after them by value."""
+    known = {name: i for i, name in enumerate(SET_ORDER)}
+    return sorted(sets, key=lambda v: (known.get(v, len(known)), natural((v,))))
 
 
 def design_guard(n_seeds: int, n_sets: int, n_models: int) -> list[GuardRow]:
@@ -211,7 +206,7 @@ def sets_analysis(table: Table, reps: int = 2000, seed: int = 0) -> SetsAnalysis
     if setting is None:
         return None
     sets, by_model = _models(table, table.names.index(setting))
-    sets = set_order(table, [s for s in sets if s != NA])
+    sets = set_order([s for s in sets if s != NA])
     if len(sets) < 2:
         return None
     rng = np.random.default_rng(seed)
