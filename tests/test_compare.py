@@ -658,6 +658,21 @@ def test_cnn_pairs_with_each_stn_setting(tmp_path: Path) -> None:
     ]
 
 
+def test_model_names_the_groups_whatever_the_choice_order(tmp_path: Path) -> None:
+    # Hydra lists `model` after the STN-only groups; the CNN's n/a must not name its group.
+    runs = []
+    for model in ("cnn", "stn"):
+        for seed in (0, 1):
+            run = v2_metrics(seed, 0.6 if model == "cnn" else 0.8, model=model)
+            choices = run["choices"]
+            run["choices"] = {k: choices[k] for k in [*sorted(set(choices) - {"model"}), "model"]}
+            runs.append(run)
+    table = write_v2(tmp_path, runs)
+    assert [g.label for g in table.groups] == ["model=cnn", "model=stn"]
+    (diff,) = compare.pair_differences(table)
+    assert (diff.varied, diff.a.label, diff.b.label) == ("model", "model=cnn", "model=stn")
+
+
 def test_epochs_split_groups(tmp_path: Path) -> None:
     # Runs of 2 and 3 epochs were reported as one group, "seeds 0, 0".
     table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(0, 0.8, trainer__max_epochs=3)])

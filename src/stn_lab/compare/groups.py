@@ -179,11 +179,14 @@ def setting_name(setting: Setting) -> str:
 def naming_settings(described: Sequence[dict[Setting, str]]) -> list[Setting]:
     """The settings that tell the described groups apart, in the order labels show them.
 
-    Candidates are the Hydra choices (in the order the records list them) and then the config
-    keys (sorted). A candidate is kept when it varies and its value is not already fixed by
-    the values of the settings kept before it, so ``optimizer=sgd`` hides ``optimizer.lr`` and
-    ``model=cnn`` hides ``localiser=n/a``, while ``model.stn.lr_mult`` swept under one optimizer
-    stays. Every varying setting is kept or follows from kept ones, so labels are unique.
+    Candidates are the Hydra choices that apply to every group (in the order the records list
+    them), then those that are ``n/a`` for some (the STN-only groups), then the config keys
+    (sorted). A candidate is kept when it varies and its value is not already fixed by the
+    values of the settings kept before it, so ``optimizer=sgd`` hides ``optimizer.lr`` and
+    ``model=cnn`` hides ``localiser=n/a`` (Hydra lists ``model`` after the STN-only groups: were
+    they first, ``localiser_size=n/a`` would name the CNN), while ``model.stn.lr_mult`` swept
+    under one optimizer stays. Every varying setting is kept or follows from kept ones, so
+    labels are unique.
     """
     choices: dict[Setting, None] = {}
     configs: set[Setting] = set()
@@ -194,7 +197,8 @@ def naming_settings(described: Sequence[dict[Setting, str]]) -> list[Setting]:
             else:
                 configs.add(s)
     kept: list[Setting] = []
-    for s in [*choices, *sorted(configs)]:
+    applies = sorted(choices, key=lambda s: any(d.get(s, NA) == NA for d in described))
+    for s in [*applies, *sorted(configs)]:
         seen: dict[tuple[str, ...], str] = {}
         follows = True
         for d in described:
@@ -325,7 +329,9 @@ class Difference:
             return "inconclusive: needs 2+ seeds per group"
         need = self.power.seeds_needed
         seeds = "" if need is None else f"; {need} seeds/group to detect {rope}"
-        return f"inconclusive: detects {100 * self.power.mde:.2f} pp at n={self.a.n}{seeds}"
+        # Above 100 points no accuracy difference is detectable: say that, not "127 pp".
+        mde = "no difference" if self.power.mde >= 1 else f"{100 * self.power.mde:.2f} pp"
+        return f"inconclusive: detects {mde} at n={self.a.n}{seeds}"
 
     @property
     def diff(self) -> float:

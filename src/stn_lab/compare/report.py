@@ -454,7 +454,9 @@ def render_markdown(
         "(the multibootstrap: each replicate redraws the images, shared by both groups, and "
         "the seeds, shared when paired), so the interval holds both the seed's and the test "
         "set's variation. McNemar's exact test compares each seed pair on the images where "
-        "exactly one of the two is right (counts: A right only / B right only).",
+        "exactly one of the two is right (counts: A right only / B right only). With few "
+        "seeds the bootstrap cannot see the seed-to-seed spread (2 seeds give 3 distinct "
+        "resamples), so its interval is too narrow; the verdict rests on the seed-level test.",
         "",
         images_table(diffs),
         "",
