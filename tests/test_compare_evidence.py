@@ -496,3 +496,24 @@ def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Pat
                                                                  "model=c"]).mean_ranks  # fmt: skip
     plots.write_cd(tmp_path / "cd.png", analysis)
     assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rope_must_be_positive(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(tmp_path), "--rope", "0"])
+    assert stop.value.code == 2
+    assert "--rope must be a positive number of accuracy points" in capsys.readouterr().err
+
+
+def test_runs_without_predictions_say_why(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    for seed in (0, 1):
+        for model in ("cnn", "stn"):
+            correct = rng.uniform(size=40) < 0.7
+            write_run(tmp_path / "sweep" / f"{model}{seed}", model, seed, correct)
+    (tmp_path / "sweep" / "stn1" / "predictions.npy").unlink()
+    table = compare.build_table(compare.load_runs([tmp_path]).results)
+    (d,) = compare.pair_differences(table, groups.Analysis(reps=50))
+    assert d.images is None
+    assert d.images_missing == "sweep/stn1 has no predictions.npy (an older run?)"
+    assert report.image_cells(d)["McNemar (A only / B only, p)"].startswith("n/a: sweep/stn1")

@@ -55,6 +55,11 @@ class Predictions:
         return self.pred == self.label[None, :]
 
 
+def _where(run: RunRecord) -> str:
+    """A run folder by its last two parts (``<sweep>/3``): a multirun job's own name is a number."""
+    return "/".join(run.path.parts[-2:])
+
+
 def load_group(runs: Sequence[RunRecord]) -> Predictions:
     """The predictions of ``runs``, checked to cover the same test images with the same labels."""
     if not runs:
@@ -62,13 +67,13 @@ def load_group(runs: Sequence[RunRecord]) -> Predictions:
     tables = []
     for run in runs:
         if run.predictions is None:
-            raise PredictionsError(f"{run.path.name} has no predictions.npy (an older run?)")
+            raise PredictionsError(f"{_where(run)} has no predictions.npy (an older run?)")
         tables.append(load_predictions(run.predictions))
     first = tables[0]
     for run, table in zip(runs[1:], tables[1:], strict=True):
         same = table.shape == first.shape and np.array_equal(table["index"], first["index"])
         if not (same and np.array_equal(table["label"], first["label"])):
-            raise PredictionsError(f"{run.path.name} scored other test images than the rest")
+            raise PredictionsError(f"{_where(run)} scored other test images than the rest")
     return Predictions(
         first["index"].astype(np.int64),
         first["label"].astype(np.int64),
