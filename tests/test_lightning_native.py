@@ -98,7 +98,7 @@ def cli_run_dir(cwd: Path) -> Path:
 
 
 # ------------------------------------------------------------------ 1. the optimiser step
-@pytest.mark.parametrize("algorithm", ["norm", "value"])
+@pytest.mark.parametrize("algorithm", ["norm", pytest.param("value", marks=pytest.mark.slow)])
 def test_gradient_clipping_bounds_the_gradients_each_step(tmp_path, algorithm):
     # Same seed, same first batch: unclipped its gradients are above the bound, clipped not.
     steps = ["trainer.max_steps=3", NO_PICTURES, PROBE]
@@ -134,6 +134,7 @@ def test_log_every_n_steps_and_val_check_interval_count_optimiser_steps(tmp_path
     assert [int(r["step"]) for r in csv_rows(run_dir, "val/acc")] == [3, 7]
 
 
+@pytest.mark.slow
 def test_check_val_every_n_epoch(tmp_path):
     record, run_dir = run(
         tmp_path, ["trainer.max_epochs=4", "++trainer.check_val_every_n_epoch=2", NO_PICTURES]
@@ -142,6 +143,7 @@ def test_check_val_every_n_epoch(tmp_path):
     assert [int(r["epoch"]) for r in csv_rows(run_dir, "val/acc")] == [1, 3]
 
 
+@pytest.mark.slow
 def test_overfit_batches_trains_on_that_many_steps_an_epoch(tmp_path):
     record, run_dir = run(tmp_path, ["trainer.max_epochs=3", "trainer.overfit_batches=2",
                                      NO_PICTURES])  # fmt: skip
@@ -149,7 +151,7 @@ def test_overfit_batches_trains_on_that_many_steps_an_epoch(tmp_path):
     assert [int(r["step"]) for r in csv_rows(run_dir, "val/acc")] == [1, 3, 5]
 
 
-@pytest.mark.parametrize("scheduler", ["thirds", "cosine"])
+@pytest.mark.parametrize("scheduler", ["thirds", pytest.param("cosine", marks=pytest.mark.slow)])
 def test_step_schedulers_decay_within_a_step_budget_and_lr_monitor_logs_each_step(
     tmp_path, scheduler
 ):
@@ -203,6 +205,7 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     assert csv_rows(run_dir, "test/acc")  # both loggers at once
 
 
+@pytest.mark.slow
 def test_mlflow_store_is_read_back_by_mlflows_own_client(tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -283,6 +286,7 @@ def test_trainer_callbacks_and_logger_overrides_are_honoured(tmp_path):
     assert (run_dir / "csv" / "metrics.csv").is_file()  # next to the group's csv
 
 
+@pytest.mark.slow
 def test_one_more_callback_from_the_command_line(tmp_path):
     record, run_dir = run(tmp_path, [
         "trainer.max_steps=3", "trainer.log_every_n_steps=1", NO_PICTURES,
@@ -374,7 +378,8 @@ def test_cli_early_stopping_and_one_more_callback(tmp_path):
     run_dir = cli_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["epochs"] == 2 and record["step"] == 2 * STEPS_PER_EPOCH
-    assert len(csv_rows(run_dir, "lr-Adam")) == 2 * STEPS_PER_EPOCH
+    lr_steps = [int(r["step"]) for r in csv_rows(run_dir, "lr-Adam")]
+    assert sorted(set(lr_steps)) == list(range(2 * STEPS_PER_EPOCH))  # every optimiser step
 
 
 def _installed(*names: str) -> list[str]:
@@ -382,7 +387,7 @@ def _installed(*names: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path):
+def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path, monkeypatch):
     loggers = _installed("tensorboard", "mlflow", "wandb")
     if not loggers:
         pytest.skip("no optional logger installed")
@@ -391,13 +396,14 @@ def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = cli_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["choices"]["logger"] == f"[csv,{','.join(loggers)}]"
+    assert set(record["config"]["logger"]) == {"csv", *loggers}
     assert csv_rows(run_dir, "val/acc")
     if "tensorboard" in loggers:
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     if "mlflow" in loggers:
         from mlflow.tracking import MlflowClient
 
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as the README's `mlflow ui`
         client = MlflowClient(tracking_uri=(tmp_path / "logs" / "mlruns").as_uri())
         (experiment,) = [e for e in client.search_experiments() if e.name == "stn_lab"]
         (mlrun,) = client.search_runs([experiment.experiment_id])
