@@ -461,6 +461,8 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys, monkeypatch) 
     md = (out / "compare.md").read_text()
     section = md.split("## Across distortion sets (distortion)")[1]
     assert "| model | seeds | R (%) | RTS (%) | P (%) | E (%) |" in section  # the config's order
+    evidence = md.split("### Per-image evidence")[1].split("###")[0]
+    assert "n/a: the groups differ in distortion, so they score different test images" in evidence
     assert "| model=cnn | 0, 1, 2 |" in section and "IQM" in section
     assert "| Wilcoxon signed-rank (exact) across sets | 4 sets | 0.125 | **no** |" in md
     assert "No critical-difference diagram: 4 sets and 2 models" in section

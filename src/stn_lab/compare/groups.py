@@ -40,6 +40,8 @@ MODEL = "model"
 BETTER = "better"
 EQUIVALENT = "equivalent"
 INCONCLUSIVE = "inconclusive"
+#: Settings that change the test images themselves (beside every ``data.*`` key).
+IMAGE_SETTINGS = ("data", "distortion")
 #: Half-width of the region of practical equivalence, in accuracy points (``--rope``).
 DEFAULT_ROPE = 0.5
 
@@ -397,10 +399,14 @@ def _evidence(d: Difference, analysis: Analysis, rng: np.random.Generator) -> Di
     paired = d.test is not None and d.test.test == PAIRED
     a, b = d.a.accs, d.b.accs
     images, missing = None, ""
-    try:
-        images = image_evidence(d.a.runs, d.b.runs, paired, analysis.reps, rng)
-    except PredictionsError as err:
-        missing = str(err)
+    if d.varied in IMAGE_SETTINGS or d.varied.startswith("data."):
+        # Same indices, other pictures: an image-by-image pairing would compare unlike items.
+        missing = f"the groups differ in {d.varied}, so they score different test images"
+    else:
+        try:
+            images = image_evidence(d.a.runs, d.b.runs, paired, analysis.reps, rng)
+        except PredictionsError as err:
+            missing = str(err)
     return dataclasses.replace(
         d,
         rope=analysis.rope,
