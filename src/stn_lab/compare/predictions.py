@@ -20,7 +20,7 @@ from stn_lab.compare.stats import CONFIDENCE, percentile_interval
 
 #: The columns ``compare`` reads from ``predictions.npy``.
 COLUMNS = ("index", "pred", "label", "confidence")
-#: Replicates per chunk of the multibootstrap: 500 x 10k test images stays small.
+#: Replicates per chunk of the multibootstrap: a chunk x (disputed images) count matrix.
 CHUNK = 500
 
 
