@@ -48,9 +48,11 @@ def _build(name: str, config: Any, group: str):
     """Instantiate one entry; a missing optional package becomes :class:`MissingExtra`, and an
     entry that is not a ``_target_`` config, or whose target cannot be imported, one line."""
     if not isinstance(config, Mapping) or "_target_" not in config:
+        hint = {"logger": "; pick named ones with logger=[...]",
+                "callback": "; pick named ones with callbacks=[...]"}.get(group, "")  # fmt: skip
         raise ConfigError(
-            f"{group} {name!r} must be a config with a _target_ (a class path), got {config!r}; "
-            f"pick a named one with {group_key(group)}=[...]"
+            f"{group} {name!r} must be a config with a _target_ (a class path), "
+            f"got {config!r}{hint}"
         )
     try:
         return instantiate(config)
@@ -85,10 +87,6 @@ def _missing(err: BaseException) -> tuple[str | None, str | None]:
     return next((EXTRAS[w] for w in words if w in EXTRAS), None), text
 
 
-def group_key(group: str) -> str:
-    return "logger" if group == "logger" else "callbacks"
-
-
 def _entries(group: Mapping | None, name: str) -> list[tuple[str, Any]]:
     """The named entries of a group node, skipping ones set to null (``callbacks.x=null``)."""
     if group is None:
@@ -106,9 +104,9 @@ def _as_list(value: Any, key: str) -> list:
         return [value]
     if isinstance(value, list | tuple | ListConfig):
         return list(value)
+    hint = " (to log nothing: ~logger)" if key == "trainer.logger" else ""
     raise ConfigError(
-        f"{key}={value!r} cannot be honoured: give a config with a _target_ or a list of them "
-        f"(to log nothing: ~logger)"
+        f"{key}={value!r} cannot be honoured: give a config with a _target_ or a list of them{hint}"
     )
 
 
@@ -118,6 +116,25 @@ def build_callbacks(cfg_callbacks: Mapping | None, extra: Any = None) -> list[L.
     extra = _as_list(extra, "trainer.callbacks")
     callbacks += [_build("trainer.callbacks", c, "callback") for c in extra]
     return callbacks
+
+
+def build_plugins(extra: Any = None) -> list:
+    """Plugins given as ``+trainer.plugins=[...]`` (e.g. a cluster environment); train.py puts
+    them after its own atomic checkpoint writer."""
+    return [_build("trainer.plugins", c, "plugin") for c in _as_list(extra, "trainer.plugins")]
+
+
+#: Trainer arguments that train.py sets itself: an override is refused, never dropped.
+RESERVED_TRAINER_ARGS = {
+    "default_root_dir": "it is the run folder: set hydra.run.dir (or hydra.sweep.dir) instead",
+}
+
+
+def refuse_reserved(trainer_cfg: Mapping) -> None:
+    """One line for a ``trainer.<key>`` override that train.py would silently replace."""
+    for key, why in RESERVED_TRAINER_ARGS.items():
+        if trainer_cfg.get(key) is not None:
+            raise ConfigError(f"trainer.{key} cannot be overridden: {why}")
 
 
 def build_loggers(cfg_logger: Mapping | None, run_dir: Path, extra: Any = None) -> list[Logger]:
