@@ -19,6 +19,7 @@ from conftest import compose_cfg, make_idx_dataset
 from stn_lab.build import build
 from stn_lab.data import sources
 from stn_lab.data.datamodules import MNISTDataModule, SyntheticDataModule
+from stn_lab.data.sources import DataError
 from stn_lab.models.transforms.affine import Affine
 from stn_lab.models.transforms.attention import Attention
 from stn_lab.module import TrainingFault
@@ -151,7 +152,7 @@ def test_labels_beyond_num_classes_are_a_mismatch(tmp_path):
     from conftest import write_idx
 
     write_idx(folder / "t10k-labels-idx1-ubyte", torch.full((10,), 12, dtype=torch.uint8).numpy())
-    with pytest.raises(ValueError, match="num_classes mismatch: mnist test labels run from 12"):
+    with pytest.raises(DataError, match="num_classes mismatch: mnist test labels run from 12"):
         MNISTDataModule(data_dir=tmp_path, val_size=5, download=False).setup()
 
 
@@ -213,14 +214,14 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
 
 
 def test_failing_sweep_job_keeps_the_others(tmp_path):
-    proc = cli(["-m", "trainer.fast_dev_run=true", "distortions.RTS.scale=[0,1]",
-                "data.distortion=none,RTS"], tmp_path)  # fmt: skip
+    proc = cli(["-m", "trainer.fast_dev_run=true", "distortion=RTS",
+                "distortion.scale=[0.5,1],[0,1]"], tmp_path)  # fmt: skip
     assert proc.wait(timeout=300) == 0
     records = [
         json.loads(p.read_text()) for p in sorted(tmp_path.glob("logs/multiruns/*/*/metrics.json"))
     ]
     assert [r["status"] for r in records] == ["completed", "failed"]
-    assert records[1]["error"] == "scale must be > 0, got [0.0, 1.0]"
+    assert records[1]["error"] == "distortion.scale must be > 0, got [0.0, 1.0]"
 
 
 def test_synthetic_module_rejects_bad_sizes():

@@ -187,9 +187,9 @@ def test_cli_missing_data_is_one_clear_line(tmp_path):
 
 
 def test_cli_bad_value_is_one_clear_line(tmp_path):
-    proc = run_cli(["data=mnist_distorted", "distortions.RTS.scale=[0,1.2]"], tmp_path)
+    proc = run_cli(["data=mnist_distorted", "distortion.scale=[0,1.2]"], tmp_path)
     assert proc.returncode == 2
-    assert "error: scale must be > 0" in proc.stderr + proc.stdout
+    assert "error: distortion.scale must be > 0" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr + proc.stdout
 
 

@@ -30,7 +30,7 @@ DEBUG_FLAGS = ("fast_dev_run", "limit_train_batches", "limit_val_batches", "limi
                "overfit_batches")  # fmt: skip
 NOT_APPLICABLE = "n/a"
 # Groups that only shape the STN: for a plain CNN their choice changes nothing.
-STN_ONLY_GROUPS = ("localiser", "localiser_net", "activation", "transform")
+STN_ONLY_GROUPS = ("localiser", "localiser_size", "activation", "transform")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -95,7 +95,7 @@ def variance_manifest(config: dict) -> dict[str, list[str]]:
     """What the seed of a run with this resolved ``config`` randomises, and what every run of
     the sweep shares (so that two seeds differ only in the first list)."""
     flat = flatten(config)
-    distorted = str(flat.get("data.distortion") or "none").lower() != "none"
+    distorted = config.get("distortion") is not None
     dropout = any(
         k.endswith("dropout") and v for k, v in flat.items() if isinstance(v, float | int)
     )
@@ -107,15 +107,12 @@ def variance_manifest(config: dict) -> dict[str, list[str]]:
     return {"randomised_by_seed": randomised, "fixed_across_seeds": fixed}
 
 
-def record_choices(
-    choices: dict[str, str | None], has_stn: bool, distortion: str | None = None
-) -> dict[str, str | None]:
-    """The Hydra group choices worth recording, plus the data's distortion set.
+def record_choices(choices: dict[str, str | None], has_stn: bool) -> dict[str, str | None]:
+    """The Hydra group choices worth recording (``distortion`` among them).
 
     STN-only groups are ``n/a`` without an STN.
     """
     recorded = {k: v for k, v in choices.items() if not k.startswith("hydra")}
-    recorded["distortion"] = str(distortion) if distortion is not None else "none"
     if not has_stn:
         recorded.update({group: NOT_APPLICABLE for group in STN_ONLY_GROUPS})
     return recorded

@@ -158,7 +158,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         )
     base = {
         "seed": cfg.seed,
-        "choices": record_choices(choices, network.has_stn, cfg.data.get("distortion")),
+        "choices": record_choices(choices, network.has_stn),
         "overrides": overrides,
         "config": config,
         "debug": debug_flags(trainer_cfg),
@@ -328,7 +328,7 @@ def record_failure(cfg: DictConfig, run_dir: Path, choices, overrides, message: 
         metrics_record(
             status="failed",
             seed=cfg.seed,
-            choices=record_choices(choices, has_stn, cfg.data.get("distortion")),
+            choices=record_choices(choices, has_stn),
             overrides=overrides,
             error=message,
         ),
