@@ -21,11 +21,11 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import compose_cfg
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning_utilities.core.imports import RequirementCache
 
 from stn_lab.build import build
+from stn_lab.config_path import compose_config
 from stn_lab.errors import user_error_message
 from stn_lab.loggers import MissingExtra, build_callbacks, build_loggers
 from stn_lab.module import ClassifierModule
@@ -83,7 +83,7 @@ def run(tmp_path: Path, overrides: list[str], name: str = "run") -> tuple[dict, 
     """``train()`` in-process on tiny data: (the metrics.json record, the run folder)."""
     overrides = [*TINY, *overrides]
     run_dir = tmp_path / name
-    return train(compose_cfg(overrides), run_dir, {}, overrides), run_dir
+    return train(compose_config(overrides), run_dir, {}, overrides), run_dir
 
 
 def csv_rows(run_dir: Path, key: str) -> list[dict]:
@@ -187,7 +187,7 @@ def test_every_scheduler_option_carries_its_interval():
     from stn_lab.config_path import CONFIG_DIR
 
     for path in sorted((CONFIG_DIR / "scheduler").glob("*.yaml")):
-        cfg = compose_cfg([f"scheduler={path.stem}"])
+        cfg = compose_config([f"scheduler={path.stem}"])
         assert cfg.scheduler.interval in ("step", "epoch"), path.name
 
 
@@ -354,7 +354,7 @@ def test_trainer_default_root_dir_override_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.xfail(reason="conf/trainer/default.yaml lacks these keys (needs +)", strict=False)
 def test_documented_trainer_flags_override_without_a_plus():
-    cfg = compose_cfg([
+    cfg = compose_config([
         "trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
         "trainer.accumulate_grad_batches=2", "trainer.check_val_every_n_epoch=2",
     ])  # fmt: skip
@@ -371,7 +371,7 @@ def test_load_from_checkpoint_in_another_folder_predicts_as_the_run_did(tmp_path
     model = ClassifierModule.load_from_checkpoint(run_dir / record["best_checkpoint"])
     model.eval()
     assert model.network.has_stn
-    datamodule = build(compose_cfg([*TINY, *overrides]))[0]
+    datamodule = build(compose_config([*TINY, *overrides]))[0]
     datamodule.setup("test")
     preds, labels = [], []
     with torch.no_grad():
@@ -531,22 +531,30 @@ def test_cli_rich_progress_bar_with_the_bar_disabled_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------ Optuna (issue 12, 6)
 @pytest.mark.slow
-def test_cli_optuna_sweep_maximises_validation_accuracy(tmp_path):
+def test_cli_optuna_sweep_maximises_validation_accuracy_past_a_failed_trial(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    # tune_lr's sampler is seeded: trial 0 draws max_epochs=0, a one-line user error (the job
+    # returns None); trials 1 and 2 train. The sweep goes on and ranks the two that trained.
     proc = cli([
-        "-m", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=2", *TINY, NO_PICTURES,
-        "trainer.max_epochs=1",
+        "-m", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=3", "trainer.max_epochs=choice(0,1)",
+        *TINY, NO_PICTURES,
     ], tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "Failed experiment: Return value must be float-castable. Got 'None'." in output
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
-    assert len(records) == 2 and all(r["status"] == "completed" for r in records)
-    lrs = [r["config"]["optimizer"]["lr"] for r in records]
+    records = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(3)]
+    assert [r["status"] for r in records] == ["failed", "completed", "completed"]
+    trained = records[1:]
+    lrs = [r["config"]["optimizer"]["lr"] for r in trained]
     assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and lrs[0] != lrs[1]
-    best = max(records, key=lambda r: r["best_val_acc"])
+    best = max(trained, key=lambda r: r["best_val_acc"])
     # The sweep maximised each job's best validation accuracy, never its test accuracy.
     assert result["best_value"] == pytest.approx(best["best_val_acc"], abs=1e-9)
-    assert result["best_params"]["optimizer.lr"] == pytest.approx(best["config"]["optimizer"]["lr"])
-    val_rows = {float(r["val/acc"]) for r in csv_rows(sweep / "0", "val/acc")}
-    assert records[0]["best_val_acc"] in val_rows
+    assert result["best_params"] == {
+        "optimizer.lr": pytest.approx(best["config"]["optimizer"]["lr"]),
+        "trainer.max_epochs": 1,
+    }
+    job = sweep / str(records.index(best))
+    assert best["best_val_acc"] == max(float(r["val/acc"]) for r in csv_rows(job, "val/acc"))
