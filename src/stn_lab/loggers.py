@@ -2,8 +2,10 @@
 
 Each group holds named entries with a ``_target_`` (the lightning-hydra-template shape), so
 several loggers can run at once (``logger=[csv,mlflow]``) and one more callback is one override
-(``+callbacks.name._target_=...``). Lists given the Trainer's own way (``+trainer.callbacks=[...]``,
-``+trainer.logger=...``) are honoured too, never dropped.
+(``+callbacks.name._target_=...``). Entries given the Trainer's own way
+(``+trainer.callbacks=[...]``, ``+trainer.logger={...}``, ``+trainer.plugins=[...]``) are honoured
+too, never dropped; one that cannot be (not a ``_target_`` config, a target that does not
+import, ``trainer.default_root_dir``) is refused in one line.
 
 The optional loggers each need an extra; a missing package is one line naming it. A resumed
 run's ``metrics.csv`` keeps the rows from before the resume (Lightning's writer would delete
