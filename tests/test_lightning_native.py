@@ -25,7 +25,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning_utilities.core.imports import RequirementCache
 
 from stn_lab.build import build
-from stn_lab.config_path import compose_config
+from stn_lab.config_path import CONFIG_DIR, compose_config
 from stn_lab.errors import user_error_message
 from stn_lab.loggers import MissingExtra, build_callbacks, build_loggers
 from stn_lab.module import ClassifierModule
@@ -184,8 +184,6 @@ def test_step_schedulers_decay_within_a_step_budget_and_lr_monitor_logs_each_ste
 
 
 def test_every_scheduler_option_carries_its_interval():
-    from stn_lab.config_path import CONFIG_DIR
-
     for path in sorted((CONFIG_DIR / "scheduler").glob("*.yaml")):
         cfg = compose_config([f"scheduler={path.stem}"])
         assert cfg.scheduler.interval in ("step", "epoch"), path.name
