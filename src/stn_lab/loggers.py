@@ -147,7 +147,8 @@ def build_loggers(cfg_logger: Mapping | None, run_dir: Path, extra: Any = None) 
 
 
 def _local_settings(conf: Any) -> Any:
-    """MLflow's file store as an absolute ``file:`` URI; W&B offline unless a key is set."""
+    """MLflow's store as an absolute ``file:`` or ``sqlite:`` URI (a database's artifacts beside
+    it); W&B offline unless a key is set."""
     if not isinstance(conf, Mapping):
         return conf
     kwargs = {}
@@ -159,6 +160,13 @@ def _local_settings(conf: Any) -> Any:
             # client and `mlflow ui` read, with one folder per run (safe for parallel sweep
             # jobs, no database). A sqlite:/// tracking_uri uses a database instead.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = str(kwargs["tracking_uri"] or "")
+        if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+            # A database store keeps files elsewhere: next to the database, not in ./mlruns.
+            db = Path(uri[len("sqlite:///") :]).resolve()
+            kwargs["tracking_uri"] = f"sqlite:///{db}"
+            if conf.get("artifact_location") is None:
+                kwargs["artifact_location"] = (db.parent / "mlartifacts").as_uri()
     if target.endswith("WandbLogger") and conf.get("offline") is None:
         kwargs["offline"] = not os.environ.get("WANDB_API_KEY")
     return {**conf, **kwargs} if kwargs else conf
