@@ -156,7 +156,7 @@ def _local_settings(conf: Any) -> Any:
     if target.endswith("MLFlowLogger"):
         kwargs["tracking_uri"] = _absolute_file_uri(conf.get("tracking_uri"))
         if str(kwargs["tracking_uri"] or "").startswith("file:"):
-            # MLflow >= 3.7 refuses a file store unless opted in; it is still a store that its
+            # Recent MLflow 3 refuses a file store unless opted in; it is still a store that its
             # client and `mlflow ui` read, with one folder per run (safe for parallel sweep
             # jobs, no database). A sqlite:/// tracking_uri uses a database instead.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
