@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
-from conftest import make_cifar_dataset, make_idx_dataset, write_idx
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
@@ -36,7 +32,7 @@ from stn_lab.errors import ConfigError
 RTS = dict(rotation=(-45, 45), scale=(0.7, 1.2), canvas=42)
 
 
-def test_idx_files_load_through_mnist_datamodule(tmp_path):
+def test_idx_files_load_through_mnist_datamodule(tmp_path, make_idx_dataset):
     make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=100, n_test=30)
     dm = MNISTDataModule(data_dir=tmp_path, val_size=20, batch_size=16, download=False)
     dm.prepare_data()
@@ -48,7 +44,7 @@ def test_idx_files_load_through_mnist_datamodule(tmp_path):
     assert images.dtype == torch.float32 and images.shape == (16, 1, 28, 28)
 
 
-def test_gzipped_idx_files_are_read(tmp_path):
+def test_gzipped_idx_files_are_read(tmp_path, make_idx_dataset):
     folder = make_idx_dataset(tmp_path / "plain", n_train=10, n_test=5)
     gz_folder = tmp_path / "FashionMNIST" / "raw"
     gz_folder.mkdir(parents=True)
@@ -58,7 +54,9 @@ def test_gzipped_idx_files_are_read(tmp_path):
     assert images.shape == (10, 1, 28, 28) and labels.tolist() == [i % 10 for i in range(10)]
 
 
-def test_fashion_mnist_is_copied_from_a_system_folder_without_writing_there(tmp_path):
+def test_fashion_mnist_is_copied_from_a_system_folder_without_writing_there(
+    tmp_path, make_idx_dataset
+):
     system = make_idx_dataset(tmp_path / "system", n_train=60, n_test=20)
     before = sorted(p.name for p in system.iterdir())
     dm = FashionMNISTDataModule(
@@ -71,7 +69,7 @@ def test_fashion_mnist_is_copied_from_a_system_folder_without_writing_there(tmp_
     assert dm.class_names[0] == "T-shirt/top"
 
 
-def test_cifar_pickles_load_through_cifar_datamodule(tmp_path):
+def test_cifar_pickles_load_through_cifar_datamodule(tmp_path, make_cifar_dataset):
     make_cifar_dataset(tmp_path, per_batch=20)
     dm = CIFAR10DataModule(data_dir=tmp_path, val_size=10, download=False)
     dm.setup()
@@ -95,7 +93,7 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
         CIFAR10DataModule(data_dir=tmp_path, download=True).setup()
 
 
-def test_corrupt_idx_file_names_the_file(tmp_path):
+def test_corrupt_idx_file_names_the_file(tmp_path, make_idx_dataset, write_idx):
     folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=10, n_test=5)
     bad = folder / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:-7])
@@ -118,7 +116,9 @@ def garble(data: bytes, how: str) -> bytes:
 
 
 @pytest.mark.parametrize("how", ["overwritten", "cut short", "bad CRC"])
-def test_garbled_gzip_idx_file_names_the_file_and_says_to_replace_it(tmp_path, how):
+def test_garbled_gzip_idx_file_names_the_file_and_says_to_replace_it(
+    tmp_path, how, make_idx_dataset
+):
     folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=50, n_test=10)
     plain = folder / "train-images-idx3-ubyte"
     bad = folder / "train-images-idx3-ubyte.gz"
@@ -131,7 +131,7 @@ def test_garbled_gzip_idx_file_names_the_file_and_says_to_replace_it(tmp_path, h
     assert message.endswith("re-download it or replace it with a good copy")
 
 
-def test_garbled_gzip_in_a_system_folder_is_named_when_copying(tmp_path):
+def test_garbled_gzip_in_a_system_folder_is_named_when_copying(tmp_path, make_idx_dataset):
     system = make_idx_dataset(tmp_path / "system", n_train=50, n_test=10)
     plain = system / "t10k-labels-idx1-ubyte"
     (system / "t10k-labels-idx1-ubyte.gz").write_bytes(garble(plain.read_bytes(), "overwritten"))
@@ -141,7 +141,7 @@ def test_garbled_gzip_in_a_system_folder_is_named_when_copying(tmp_path):
         dm.setup()
 
 
-def test_idx_images_of_another_size_name_the_file_and_both_sizes(tmp_path):
+def test_idx_images_of_another_size_name_the_file_and_both_sizes(tmp_path, make_idx_dataset):
     folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=50, n_test=10, size=32)
     with pytest.raises(sources.DataError) as err:
         MNISTDataModule(data_dir=tmp_path, val_size=10, download=False).setup()
@@ -159,21 +159,12 @@ def test_batch_sizes_must_be_whole_numbers(key, value):
     assert str(err.value) == f"data.{key} must be a whole number >= 1, got {value!r}"
 
 
-def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m stn_lab.train`` with ``args`` in a subprocess, logging under ``cwd``."""
-    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs")}
-    return subprocess.run(
-        [sys.executable, "-m", "stn_lab.train", "model=cnn", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
 def mnist_from(root: Path) -> list[str]:
     """Overrides that train on the IDX files under ``root``, never downloading."""
     return ["data=mnist", "data.download=false", "data.val_size=10", f"paths.data_dir={root}"]
 
 
-def garbled_gzip_case(tmp_path: Path) -> tuple[list[str], str]:
+def garbled_gzip_case(tmp_path: Path, make_idx_dataset) -> tuple[list[str], str]:
     folder = make_idx_dataset(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
     plain = folder / "t10k-images-idx3-ubyte"
     bad = folder / "t10k-images-idx3-ubyte.gz"
@@ -182,36 +173,38 @@ def garbled_gzip_case(tmp_path: Path) -> tuple[list[str], str]:
     return mnist_from(tmp_path / "data"), f"{bad} is a corrupt gzip file"
 
 
-def cifar_sized_case(tmp_path: Path) -> tuple[list[str], str]:
+def cifar_sized_case(tmp_path: Path, make_idx_dataset) -> tuple[list[str], str]:
     folder = make_idx_dataset(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10, size=32)
     message = f"{folder / 'train-images-idx3-ubyte'} holds 32x32 images, but this dataset's images"
     return mnist_from(tmp_path / "data"), f"{message} are 28x28"
 
 
-def bad_batch_size_case(tmp_path: Path) -> tuple[list[str], str]:
+def bad_batch_size_case(tmp_path: Path, make_idx_dataset) -> tuple[list[str], str]:
     message = "data.batch_size must be a whole number >= 1, got 'abc'"
     return ["data=synthetic", "data.batch_size=abc"], message
 
 
 @pytest.mark.parametrize("case", [garbled_gzip_case, cifar_sized_case, bad_batch_size_case])
-def test_cli_bad_data_input_ends_with_one_error_line_and_exit_2(tmp_path, case):
-    args, expected = case(tmp_path)
-    proc = run_train(args, tmp_path)
-    output = proc.stdout + proc.stderr
+def test_cli_bad_data_input_ends_with_one_error_line_and_exit_2(
+    tmp_path, case, make_idx_dataset, train_run
+):
+    args, expected = case(tmp_path, make_idx_dataset)
+    proc = train_run(["model=cnn", *args])
+    output = proc.stdout
     assert proc.returncode == 2, output[-3000:]
     assert "Traceback" not in output
     (line,) = [line for line in output.splitlines() if "error" in line.lower()]
     assert f"error: {expected}" in line
 
 
-def test_corrupt_cifar_file_names_the_file(tmp_path):
+def test_corrupt_cifar_file_names_the_file(tmp_path, make_cifar_dataset):
     folder = make_cifar_dataset(tmp_path, per_batch=4)
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(sources.DataError, match="test_batch is not a valid CIFAR10 batch"):
         CIFAR10DataModule(data_dir=tmp_path, download=False).setup()
 
 
-def test_validation_split_is_fixed_and_disjoint(tmp_path):
+def test_validation_split_is_fixed_and_disjoint(tmp_path, make_idx_dataset):
     make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=100, n_test=10)
     splits = []
     for seed in (0, 1):  # the training seed must not move the validation split
@@ -222,7 +215,7 @@ def test_validation_split_is_fixed_and_disjoint(tmp_path):
     assert torch.equal(splits[0], splits[1]) and len(splits[0]) == 20
 
 
-def test_same_seed_gives_identical_distorted_test_sets(tmp_path):
+def test_same_seed_gives_identical_distorted_test_sets(tmp_path, make_idx_dataset):
     make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=50, n_test=30)
     test_sets = []
     for eval_seed in (0, 0, 1):
@@ -394,7 +387,7 @@ def built_distortion(name: str):
 
 
 @pytest.mark.parametrize("name", DISTORTIONS)
-def test_every_distortion_option_reaches_the_datamodule_built(tmp_path, name):
+def test_every_distortion_option_reaches_the_datamodule_built(tmp_path, name, make_idx_dataset):
     make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=12)
     overrides = ["data=mnist", f"distortion={name}", f"paths.data_dir={tmp_path}",
                  "data.val_size=8", "data.download=false"]  # fmt: skip

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
 from torch import nn
 
 from stn_lab.build import build
+from stn_lab.config_path import compose_config
 from stn_lab.cpu_runtime import skip_gpu_probe, tune_allocator
 from stn_lab.data.datamodules import IndexBatchSampler, SyntheticDataModule
 from stn_lab.models.stn import SpatialTransformer
@@ -176,21 +176,21 @@ def test_bf16_mixed_precision_trains_end_to_end(tmp_path):
         "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]  # fmt: skip
-    record = train(compose_cfg(overrides), tmp_path, {"model": "stn"}, overrides)
+    record = train(compose_config(overrides), tmp_path, {"model": "stn"}, overrides)
     assert record["status"] == "completed" and 0.0 <= record["test"]["acc"] <= 1.0
 
 
 def test_classifier_first_conv_uses_the_fast_input_gradient():
-    network = build(compose_cfg(["data=synthetic"]))[1]
+    network = build(compose_config(["data=synthetic"]))[1]
     assert isinstance(network.classifier.blocks[0][0], InputGradConv2d)
 
 
 @pytest.mark.parametrize("model", ["stn", "cnn"])
 def test_channels_last_network_computes_what_the_nchw_one_does(model):
     nets = {
-        layout: build(compose_cfg([f"model={model}", "data=synthetic", f"channels_last={layout}"]))[
-            1
-        ]
+        layout: build(
+            compose_config([f"model={model}", "data=synthetic", f"channels_last={layout}"])
+        )[1]
         for layout in ("true", "false")
     }
     fast, plain = nets["true"], nets["false"]

@@ -5,18 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, make_idx_dataset
 
 from stn_lab.build import build
+from stn_lab.config_path import compose_config
 from stn_lab.data import sources
 from stn_lab.data.datamodules import MNISTDataModule, SyntheticDataModule
 from stn_lab.data.sources import DataError
@@ -33,13 +30,13 @@ TINY = [
 
 
 def run(tmp_path: Path, overrides: list[str], network_hook=None) -> dict:
-    cfg = compose_cfg([*TINY, *overrides])
+    cfg = compose_config([*TINY, *overrides])
     return train(cfg, tmp_path, {"model": "stn"}, overrides)
 
 
 def collapse_stn(cfg_overrides: list[str]):
     """A real runaway transform: the affine scale driven to zero, as in a collapsed run."""
-    cfg = compose_cfg([*TINY, *cfg_overrides])
+    cfg = compose_config([*TINY, *cfg_overrides])
     datamodule, network, module = build(cfg)
     with torch.no_grad():
         network.stns[0].head.bias.copy_(torch.tensor([1e-4, 0, 0, 0, 1e-4, 0]))
@@ -74,7 +71,7 @@ def test_collapsed_stn_batches_can_be_skipped_and_counted(tmp_path):
 
 
 def test_non_finite_loss_stops_the_run(tmp_path):
-    cfg = compose_cfg([*TINY, "trainer.max_epochs=1", "model=cnn"])
+    cfg = compose_config([*TINY, "trainer.max_epochs=1", "model=cnn"])
     datamodule, network, module = build(cfg)
     with torch.no_grad():
         network.classifier.head[-1].bias.fill_(float("nan"))
@@ -117,7 +114,7 @@ def test_bounded_transforms_stay_near_the_identity():
 
 
 def test_identity_penalty_is_added_to_the_loss():
-    cfg = compose_cfg([*TINY, "model.stn.identity_weight=2.0"])
+    cfg = compose_config([*TINY, "model.stn.identity_weight=2.0"])
     _, network, _ = build(cfg)
     with torch.no_grad():
         network.stns[0].head.bias.add_(torch.tensor([0.5, 0, 0, 0, 0, 0]))
@@ -134,7 +131,7 @@ def test_same_seed_gives_identical_metrics_on_cpu(tmp_path):
     assert changed_settings(*configs, allowed=()) == {}  # only the run folders differ
 
 
-def test_unwritable_data_root_is_one_clear_error(tmp_path):
+def test_unwritable_data_root_is_one_clear_error(tmp_path, make_idx_dataset):
     system = make_idx_dataset(tmp_path / "system", n_train=20, n_test=10)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -147,9 +144,8 @@ def test_unwritable_data_root_is_one_clear_error(tmp_path):
         dm.setup()
 
 
-def test_labels_beyond_num_classes_are_a_mismatch(tmp_path):
+def test_labels_beyond_num_classes_are_a_mismatch(tmp_path, make_idx_dataset, write_idx):
     folder = make_idx_dataset(tmp_path / "MNIST" / "raw", n_train=20, n_test=10)
-    from conftest import write_idx
 
     write_idx(folder / "t10k-labels-idx1-ubyte", torch.full((10,), 12, dtype=torch.uint8).numpy())
     with pytest.raises(DataError, match="num_classes mismatch: mnist test labels run from 12"):
@@ -157,28 +153,18 @@ def test_labels_beyond_num_classes_are_a_mismatch(tmp_path):
 
 
 def test_unsupported_transform_is_rejected():
-    cfg = compose_cfg([*TINY, "transform._target_=torch.nn.Identity", "~transform.bounded"])
+    cfg = compose_config([*TINY, "transform._target_=torch.nn.Identity", "~transform.bounded"])
     with pytest.raises(Exception, match="not supported by the STN"):
         build(cfg)
 
 
-def cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs"), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        # Hydra's flags (-m) must come before the overrides.
-        [sys.executable, "-m", "stn_lab.train", *[a for a in args if a == "-m"], *TINY,
-         *[a for a in args if a != "-m"]], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
-def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
-    first = cli(["trainer.max_epochs=1", "hydra.run.dir=a"], tmp_path)
+def test_checkpoint_of_another_model_is_one_clear_error(tmp_path, train_cli):
+    first = train_cli(["trainer.max_epochs=1", "hydra.run.dir=a"])
     assert first.wait(timeout=300) == 0, first.stdout.read()[-2000:]
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    second = cli(
-        ["trainer.max_epochs=1", "model=cnn", f"ckpt_path={ckpt}", "hydra.run.dir=b"], tmp_path
+    second = train_cli(
+        ["trainer.max_epochs=1", "model=cnn", f"ckpt_path={ckpt}", "hydra.run.dir=b"]
     )
     output = second.communicate(timeout=300)[0]
     assert second.returncode == 2 and "Traceback" not in output
@@ -186,10 +172,10 @@ def test_checkpoint_of_another_model_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, train_cli):
     args = ["trainer.max_epochs=8", "checkpoint_every_n_steps=2", "data.num_train=4096",
             "hydra.run.dir=run"]  # fmt: skip
-    proc = cli(args, tmp_path)
+    proc = train_cli(args)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -198,7 +184,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert last.exists() and not (tmp_path / "run" / "metrics.json").exists()
-    resumed = cli([*args, "ckpt_path=last"], tmp_path)
+    resumed = train_cli([*args, "ckpt_path=last"])
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output[-2000:]
     assert "Restoring states from the checkpoint path" in output
@@ -209,13 +195,13 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert len(record["seconds_per_epoch"]) == 8 and max(record["seconds_per_epoch"]) < 120
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     assert sorted({int(r["epoch"]) for r in rows if r.get("val/acc")}) == list(range(8))
-    again = cli([*args, "ckpt_path=last"], tmp_path)  # a finished job is skipped, not redone
+    again = train_cli([*args, "ckpt_path=last"])  # a finished job is skipped, not redone
     assert "already completed" in again.communicate(timeout=300)[0] and again.returncode == 0
 
 
-def test_failing_sweep_job_keeps_the_others(tmp_path):
-    proc = cli(["-m", "trainer.fast_dev_run=true", "distortion=RTS",
-                "distortion.scale=[0.5,1],[0,1]"], tmp_path)  # fmt: skip
+def test_failing_sweep_job_keeps_the_others(tmp_path, train_cli):
+    proc = train_cli(["-m", "trainer.fast_dev_run=true", "distortion=RTS",
+                "distortion.scale=[0.5,1],[0,1]"])  # fmt: skip
     assert proc.wait(timeout=300) == 0
     records = [
         json.loads(p.read_text()) for p in sorted(tmp_path.glob("logs/multiruns/*/*/metrics.json"))

@@ -7,9 +7,9 @@ import functools
 
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
+from stn_lab.config_path import compose_config
 from stn_lab.models.classifiers import ConvClassifier, FCNClassifier
 from stn_lab.models.localisers import Localiser
 from stn_lab.models.network import Network
@@ -86,7 +86,7 @@ def test_bad_network_options_are_rejected():
 
 @pytest.mark.parametrize("model", ["fcn", "st_fcn", "cnn", "stn"])
 def test_baselines_are_roughly_matched_in_parameters(model):
-    cfg = compose_cfg([f"model={model}"])
+    cfg = compose_config([f"model={model}"])
     counts = instantiate(cfg.model, in_channels=1, image_size=42, num_classes=10).parameter_counts()
     assert 40_000 < counts["total"] < 80_000  # the RTS canvas; the paper matches its models too
     assert (counts["stn"] > 0) == model.startswith("st")
@@ -95,7 +95,7 @@ def test_baselines_are_roughly_matched_in_parameters(model):
 def test_a_wrong_input_size_names_the_built_and_the_given_size():
     # A 28 px STN model given 42 px images: a ValueError naming both sizes, not a bare matmul
     # error from the localiser's first linear layer.
-    cfg = compose_cfg(["model=stn"])
+    cfg = compose_config(["model=stn"])
     net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
     with pytest.raises(ValueError, match=r"built for 28 px inputs .*\[2, 1, 42, 42\]") as err:
         net(torch.rand(2, 1, 42, 42))

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+
+from stn_lab.config_path import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data=synthetic", "data.num_train=512", "data.num_test=256",
@@ -63,7 +64,7 @@ def test_joblib_launcher_runs_sweep_jobs_in_parallel(tmp_path):
 
 def test_slurm_launcher_is_available():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    hydra = compose_cfg(["hydra/launcher=submitit_slurm"], return_hydra_config=True).hydra
+    hydra = compose_config(["hydra/launcher=submitit_slurm"], return_hydra_config=True).hydra
     assert hydra.launcher._target_.endswith("SlurmLauncher")
 
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from stn_lab.build import build
-from stn_lab.config_path import CONFIG_DIR
+from stn_lab.config_path import CONFIG_DIR, compose_config
 from stn_lab.train import train
 
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
@@ -33,7 +29,7 @@ CHOICES = {"model", "localiser", "activation", "transform", "data"}
 
 def run_in_process(tmp_path: Path, overrides: list[str]) -> dict:
     overrides = ["data=synthetic", "trainer.enable_progress_bar=false", *overrides]
-    cfg = compose_cfg(overrides)
+    cfg = compose_config(overrides)
     choices = {
         k: v.split("=")[1] for k, v in ((o.split("=")[0], o) for o in overrides) if k in CHOICES
     }
@@ -59,7 +55,7 @@ def test_fast_dev_run_every_combination(tmp_path, model, localiser, activation, 
 def test_cnn_ignores_localiser_and_activation_choices():
     counts = {
         build(
-            compose_cfg(["model=cnn", "data=synthetic", f"localiser={loc}", f"activation={act}"])
+            compose_config(["model=cnn", "data=synthetic", f"localiser={loc}", f"activation={act}"])
         )[1].parameter_counts()["total"]
         for loc in ("conv", "coordconv")
         for act in ("relu", "leakyrelu")
@@ -68,7 +64,7 @@ def test_cnn_ignores_localiser_and_activation_choices():
 
 
 def test_stn_learning_rate_multiplier_gets_its_own_group():
-    cfg = compose_cfg(["data=synthetic", "model.stn.lr_mult=0.1", "optimizer.lr=0.002"])
+    cfg = compose_config(["data=synthetic", "model.stn.lr_mult=0.1", "optimizer.lr=0.002"])
     _, network, module = build(cfg)
     optimizer = module.configure_optimizers()
     lrs = sorted(group["lr"] for group in optimizer.param_groups)
@@ -78,7 +74,7 @@ def test_stn_learning_rate_multiplier_gets_its_own_group():
 
 
 def test_sgd_and_scheduler_are_config_options():
-    cfg = compose_cfg(
+    cfg = compose_config(
         ["data=synthetic", "optimizer=sgd", "optimizer.momentum=0.9", "scheduler=step"]
     )
     config = build(cfg)[2].configure_optimizers()
@@ -90,7 +86,7 @@ def test_sgd_and_scheduler_are_config_options():
 def fit_quietly(overrides: list[str]):
     """Build from ``overrides`` on synthetic data and fit with no validation or logging:
     (trainer, network, module)."""
-    cfg = compose_cfg(["data=synthetic", *overrides])
+    cfg = compose_config(["data=synthetic", *overrides])
     datamodule, network, module = build(cfg)
     trainer = instantiate(
         cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -159,17 +155,9 @@ def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplo
     assert record["class_names"][0] == "class_0"
 
 
-def run_cli(args: list[str], cwd: Path, env_extra: dict | None = None):
-    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs"), **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "stn_lab.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
-def test_cli_fast_dev_run_writes_metrics(tmp_path):
-    proc = run_cli(["data=synthetic", "trainer.fast_dev_run=true"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_cli_fast_dev_run_writes_metrics(tmp_path, train_run):
+    proc = train_run(["data=synthetic", "trainer.fast_dev_run=true"])
+    assert proc.returncode == 0, proc.stdout[-2000:]
     (metrics,) = (tmp_path / "logs" / "runs").glob("*/metrics.json")
     record = json.loads(metrics.read_text())
     assert record["status"] == "completed" and record["choices"]["model"] == "stn"
@@ -177,30 +165,30 @@ def test_cli_fast_dev_run_writes_metrics(tmp_path):
     assert (metrics.parent / ".hydra" / "config.yaml").is_file()
 
 
-def test_cli_missing_data_is_one_clear_line(tmp_path):
-    proc = run_cli(["data=mnist", "data.download=false", f"paths.data_dir={tmp_path}"], tmp_path)
+def test_cli_missing_data_is_one_clear_line(tmp_path, train_run):
+    proc = train_run(["data=mnist", "data.download=false", f"paths.data_dir={tmp_path}"])
     assert proc.returncode == 2
-    output = proc.stdout + proc.stderr
+    output = proc.stdout
     assert "error: mnist not found" in output and "Traceback" not in output
     (metrics,) = (tmp_path / "logs" / "runs").glob("*/metrics.json")
     assert json.loads(metrics.read_text())["status"] == "failed"
 
 
-def test_cli_bad_value_is_one_clear_line(tmp_path):
-    proc = run_cli(["data=mnist_distorted", "distortion.scale=[0,1.2]"], tmp_path)
+def test_cli_bad_value_is_one_clear_line(tmp_path, train_run):
+    proc = train_run(["data=mnist_distorted", "distortion.scale=[0,1.2]"])
     assert proc.returncode == 2
-    assert "error: distortion.scale must be > 0" in proc.stderr + proc.stdout
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "error: distortion.scale must be > 0" in proc.stdout
+    assert "Traceback" not in proc.stdout
 
 
-def test_cli_unknown_option_lists_valid_choices(tmp_path):
-    proc = run_cli(["model=resnet"], tmp_path)
+def test_cli_unknown_option_lists_valid_choices(tmp_path, train_run):
+    proc = train_run(["model=resnet"])
     assert proc.returncode != 0
-    assert "Available options in 'model'" in proc.stderr and "cnn" in proc.stderr
+    assert "Available options in 'model'" in proc.stdout and "cnn" in proc.stdout
 
 
-def test_cli_multirun_jobs_get_their_own_folders(tmp_path):
-    proc = run_cli(["-m", "data=synthetic", "model=stn,cnn", "trainer.fast_dev_run=true"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_cli_multirun_jobs_get_their_own_folders(tmp_path, train_run):
+    proc = train_run(["-m", "data=synthetic", "model=stn,cnn", "trainer.fast_dev_run=true"])
+    assert proc.returncode == 0, proc.stdout[-2000:]
     records = sorted((tmp_path / "logs" / "multiruns").glob("*/*/metrics.json"))
     assert [json.loads(p.read_text())["choices"]["model"] for p in records] == ["stn", "cnn"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
 from hydra.utils import instantiate
 
+from stn_lab.config_path import compose_config
 from stn_lab.geometry import grids, projective, tps
 from stn_lab.models.localisers import Localiser
 from stn_lab.models.stn import SpatialTransformer
@@ -196,7 +196,7 @@ def test_grid_stays_fp32_under_autocast(family):
 
 @pytest.mark.parametrize("name, family", [("projective", Projective), ("tps", ThinPlateSpline)])
 def test_yaml_options_build_a_working_stn_model(name, family):
-    cfg = compose_cfg([f"transform={name}"])
+    cfg = compose_config([f"transform={name}"])
     transform = instantiate(cfg.transform)
     assert type(transform) is family
     if family is ThinPlateSpline:
@@ -208,7 +208,7 @@ def test_yaml_options_build_a_working_stn_model(name, family):
 
 
 def test_tps_grid_size_is_overridable_from_the_command_line():
-    cfg = compose_cfg(["transform=tps", "transform.grid_size=3"])
+    cfg = compose_config(["transform=tps", "transform.grid_size=3"])
     net = instantiate(cfg.model, in_channels=1, image_size=28, num_classes=10)
     assert net.stns[0].head.out_features == 18
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stn_lab.config_path import compose_config
+
 
 def finish(proc, timeout: int = 300) -> str:
     return proc.communicate(timeout=timeout)[0]
@@ -149,17 +151,16 @@ def test_settings_that_cannot_work_end_with_one_line(train_cli, override, expect
     one_line_error(proc, finish(proc), expected)
 
 
-def test_an_exploding_but_finite_loss_is_flagged_as_diverged(tmp_path, caplog):
-    from conftest import TINY_RUN, compose_cfg
+def test_an_exploding_but_finite_loss_is_flagged_as_diverged(tmp_path, caplog, tiny_run):
 
     from stn_lab.train import train
 
     caplog.set_level("WARNING", logger="stn_lab")
-    overrides = [*TINY_RUN, "model=cnn", "optimizer.lr=1e6", "trainer.max_epochs=1",
+    overrides = [*tiny_run, "model=cnn", "optimizer.lr=1e6", "trainer.max_epochs=1",
                  "faults.on_fault=off"]  # fmt: skip
-    done = train(compose_cfg(overrides), tmp_path, {"model": "cnn"}, overrides)
+    done = train(compose_config(overrides), tmp_path, {"model": "cnn"}, overrides)
     assert done["status"] == "completed" and done["diverged"] is True
     assert any("diverged" in r.getMessage() for r in caplog.records)
-    calm_run = [*TINY_RUN, "model=cnn", "trainer.max_epochs=1"]
-    calm = train(compose_cfg(calm_run), tmp_path / "calm", {}, [])
+    calm_run = [*tiny_run, "model=cnn", "trainer.max_epochs=1"]
+    calm = train(compose_config(calm_run), tmp_path / "calm", {}, [])
     assert calm["diverged"] is False

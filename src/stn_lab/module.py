@@ -189,7 +189,7 @@ class ClassifierModule(L.LightningModule):
         metrics["loss"].update(loss.detach(), weight=len(y))
         if stage == "test":
             self.confusion.update(preds, y)
-            confidence = logits.detach().softmax(dim=1).amax(dim=1)
+            confidence = logits.detach().float().softmax(dim=1).amax(dim=1)
             self._test_outputs.append((preds, y, confidence))
 
     def validation_step(self, batch, batch_idx):
