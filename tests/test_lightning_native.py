@@ -116,7 +116,7 @@ def test_gradient_clipping_bounds_the_gradients_each_step(tmp_path, algorithm):
     # Same seed, same first batch: unclipped its gradients are above the bound, clipped not.
     steps = ["trainer.max_steps=3", NO_PICTURES, PROBE]
     _, free = run(tmp_path, steps, "free")
-    clip = ["++trainer.gradient_clip_val=0.01", f"++trainer.gradient_clip_algorithm={algorithm}"]
+    clip = ["trainer.gradient_clip_val=0.01", f"trainer.gradient_clip_algorithm={algorithm}"]
     record, clipped = run(tmp_path, [*steps, *clip], "clipped")
     key = "norm" if algorithm == "norm" else "max_abs"
     free_rows = json.loads((free / "gradients.json").read_text())
@@ -129,7 +129,7 @@ def test_gradient_clipping_bounds_the_gradients_each_step(tmp_path, algorithm):
 
 def test_accumulate_grad_batches_halves_the_optimiser_steps(tmp_path):
     record, run_dir = run(
-        tmp_path, ["trainer.max_epochs=2", "++trainer.accumulate_grad_batches=2", NO_PICTURES]
+        tmp_path, ["trainer.max_epochs=2", "trainer.accumulate_grad_batches=2", NO_PICTURES]
     )
     assert record["epochs"] == 2
     assert record["step"] == 2 * STEPS_PER_EPOCH // 2  # 8 batches, 4 optimiser steps
@@ -150,7 +150,7 @@ def test_log_every_n_steps_and_val_check_interval_count_optimiser_steps(tmp_path
 @pytest.mark.slow
 def test_check_val_every_n_epoch(tmp_path):
     record, run_dir = run(
-        tmp_path, ["trainer.max_epochs=4", "++trainer.check_val_every_n_epoch=2", NO_PICTURES]
+        tmp_path, ["trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2", NO_PICTURES]
     )
     assert record["step"] == 4 * STEPS_PER_EPOCH
     assert [int(r["epoch"]) for r in csv_rows(run_dir, "val/acc")] == [1, 3]
@@ -324,13 +324,6 @@ def test_an_override_that_cannot_be_honoured_is_refused_in_one_line(tmp_path, ov
     assert user_error_message(err.value).startswith(message)
 
 
-# Needs the train.py change in the issue-13 report (pop trainer.plugins, refuse_reserved).
-TRAIN_PY_PENDING = pytest.mark.xfail(
-    reason="train.py passes default_root_dir and plugins itself, dropping overrides", strict=False
-)
-
-
-@TRAIN_PY_PENDING
 def test_trainer_plugins_override_is_honoured(tmp_path):
     env = "test_lightning_native.MarkedEnvironment"
     run(tmp_path, [
@@ -340,7 +333,6 @@ def test_trainer_plugins_override_is_honoured(tmp_path):
     assert json.loads((tmp_path / "run" / "environment.json").read_text()) == "MarkedEnvironment"
 
 
-@TRAIN_PY_PENDING
 def test_trainer_default_root_dir_override_is_refused_in_one_line(tmp_path):
     with pytest.raises(Exception) as err:
         run(tmp_path, ["trainer.max_steps=1", f"+trainer.default_root_dir={tmp_path / 'x'}"])
@@ -350,7 +342,6 @@ def test_trainer_default_root_dir_override_is_refused_in_one_line(tmp_path):
     )
 
 
-@pytest.mark.xfail(reason="conf/trainer/default.yaml lacks these keys (needs +)", strict=False)
 def test_documented_trainer_flags_override_without_a_plus():
     cfg = compose_config([
         "trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
@@ -390,9 +381,9 @@ def test_load_from_checkpoint_in_another_folder_predicts_as_the_run_did(tmp_path
 @pytest.mark.parametrize(
     "flags, check",
     [
-        (["++trainer.gradient_clip_val=0.01", "++trainer.gradient_clip_algorithm=value",
+        (["trainer.gradient_clip_val=0.01", "trainer.gradient_clip_algorithm=value",
           "trainer.max_steps=3", PROBE], "clipped"),
-        (["++trainer.accumulate_grad_batches=2", "trainer.max_epochs=2"], "accumulated"),
+        (["trainer.accumulate_grad_batches=2", "trainer.max_epochs=2"], "accumulated"),
         (["data.num_train=600", "trainer.limit_train_batches=5", "trainer.max_epochs=1",
           "trainer.log_every_n_steps=1"], "limited"),
     ],

@@ -39,7 +39,14 @@ from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.errors import UserError, user_error_message
-from stn_lab.loggers import build_callbacks, build_loggers, publish_artifacts, restore_history
+from stn_lab.loggers import (
+    build_callbacks,
+    build_loggers,
+    build_plugins,
+    publish_artifacts,
+    refuse_reserved,
+    restore_history,
+)
 from stn_lab.module import ClassifierModule
 from stn_lab.run_record import (
     changed_settings,
@@ -126,10 +133,12 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     changes = check_resume(ckpt_path, trained, config) if ckpt_path else {}
     datamodule, network, module = build(cfg)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    extra_callbacks, extra_loggers = (
+    extra_callbacks, extra_loggers, extra_plugins = (
         trainer_cfg.pop("callbacks", None),
         trainer_cfg.pop("logger", None),
+        trainer_cfg.pop("plugins", None),
     )
+    refuse_reserved(trainer_cfg)
     callbacks = build_callbacks(cfg.get("callbacks"), extra_callbacks)
     loggers = build_loggers(cfg.get("logger"), run_dir, extra_loggers)
     last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
@@ -140,7 +149,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         default_root_dir=str(run_dir),
         logger=loggers or False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *build_plugins(extra_plugins)],
     )
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
