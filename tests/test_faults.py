@@ -83,24 +83,21 @@ def test_grid_leaving_the_image_is_detected():
     from stn_lab.models.stn import lattice_points, step_health
 
     inside = Affine().grid(Affine().identity().unsqueeze(0), (1, 1, 8, 8), False)
-    fractions = step_health([[(lattice_points(torch.cat([inside, inside + 5])), 8)]])
-    assert fractions.tolist() == [[0.0, 0.5]]  # collapsed, outside
+    fractions = step_health([(lattice_points(torch.cat([inside, inside + 5])), 8)])
+    assert fractions.tolist() == [0.0, 0.5]  # collapsed, outside
 
 
-def test_health_of_several_steps_is_read_per_step_and_worst_over_stns():
+def test_health_is_the_worst_over_the_stns():
     from stn_lab.models.stn import lattice_points, step_health
 
     good = Affine().grid(Affine().identity().expand(4, -1), (4, 1, 8, 8), False)
     away, tiny = good + 5, good * 0.01  # off the image; collapsed to under a pixel
     step = lambda *grids: [(lattice_points(g), 8) for g in grids]  # noqa: E731
-    per_step = [
-        step(good, good),
-        step(torch.cat([good, away[:1]]), good[:2]),  # 1 of 5 outside; a shorter step
-        step(good, tiny),  # the second STN collapsed
-    ]
-    expected = torch.tensor([[0.0, 0.0], [0.0, 0.2], [1.0, 0.0]])
-    assert torch.allclose(step_health(per_step), expected)
-    assert step_health([[], []]) is None  # no STN
+    assert step_health(step(good, good)).tolist() == [0.0, 0.0]
+    outside = step_health(step(torch.cat([good, away[:1]]), good[:2]))  # 1 of 5 outside
+    assert torch.allclose(outside, torch.tensor([0.0, 0.2]))
+    assert step_health(step(good, tiny)).tolist() == [1.0, 0.0]  # the second STN collapsed
+    assert step_health([]) is None  # no STN
 
 
 def test_bounded_transforms_stay_near_the_identity():

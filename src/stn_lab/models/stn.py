@@ -140,38 +140,22 @@ def lattice_points(grid: torch.Tensor) -> torch.Tensor:
     return grid.reshape(n, height * width, 2)[:, _lattice(height, width, grid.device)]
 
 
-def health_fractions(
-    points: torch.Tensor, in_size: int, step_of: torch.Tensor, steps: int
-) -> torch.Tensor:
-    """``[steps, 2]``: per step, the fractions of grids that collapsed and that fell outside.
+def health_fractions(points: torch.Tensor, in_size: int) -> torch.Tensor:
+    """``[2]``: the fractions of grids that collapsed and that fell outside the image.
 
-    ``points`` are lattice points ``[M, P, 2]`` of M grids; ``step_of`` ``[M]`` says which step
-    each grid belongs to. A grid collapsed when its whole output samples less than one input
-    pixel (exact for the matrix families, whose extremes are at the corners); it is outside
-    when none of its lattice points lies in the image.
+    ``points`` are lattice points ``[N, P, 2]`` of N grids. A grid collapsed when its whole
+    output samples less than one input pixel (exact for the matrix families, whose extremes are
+    at the corners); it is outside when none of its lattice points lies in the image.
     """
     low, high = torch.aminmax(points, dim=1)
     collapsed = (high - low).amax(dim=1) < 2.0 / in_size
     outside = points.abs().amax(dim=2).amin(dim=1) > 1  # every point has a coordinate beyond 1
-    flags = torch.stack([collapsed, outside], dim=1).float()
-    totals = flags.new_zeros(steps, 2).index_add_(0, step_of, flags)
-    return totals / torch.bincount(step_of, minlength=steps).unsqueeze(1)
+    return torch.stack([collapsed, outside]).float().mean(dim=1)
 
 
-def step_health(per_step: list[list[tuple[torch.Tensor, int]]]) -> torch.Tensor | None:
-    """``[steps, 2]`` collapsed / outside fractions of several steps at once, the worst over
-    the STNs; ``per_step[k]`` is step k's :meth:`Network.health_points`. ``None`` without STNs.
-
-    One pass over all the steps' lattice points, rather than a dozen small ops per step.
-    """
-    if not per_step or not per_step[0]:
+def step_health(points: list[tuple[torch.Tensor, int]]) -> torch.Tensor | None:
+    """``[2]`` collapsed / outside fractions of one training step, the worst over the STNs;
+    ``points`` is :meth:`Network.health_points`. ``None`` without STNs."""
+    if not points:
         return None
-    steps = len(per_step)
-    worst = None
-    for index, (_, in_size) in enumerate(per_step[0]):
-        points = [step[index][0] for step in per_step]
-        sizes = torch.tensor([len(p) for p in points], device=points[0].device)
-        step_of = torch.repeat_interleave(torch.arange(steps, device=sizes.device), sizes)
-        fractions = health_fractions(torch.cat(points), in_size, step_of, steps)
-        worst = fractions if worst is None else torch.maximum(worst, fractions)
-    return worst
+    return torch.stack([health_fractions(p, in_size) for p, in_size in points]).amax(dim=0)
