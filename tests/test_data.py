@@ -184,7 +184,15 @@ def bad_batch_size_case(tmp_path: Path, make_idx_dataset) -> tuple[list[str], st
     return ["data=synthetic", "data.batch_size=abc"], message
 
 
-@pytest.mark.parametrize("case", [garbled_gzip_case, cifar_sized_case, bad_batch_size_case])
+# One case runs in the fast set; the unit tests above cover the others' logic.
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(garbled_gzip_case, marks=pytest.mark.slow),
+        pytest.param(cifar_sized_case, marks=pytest.mark.slow),
+        bad_batch_size_case,
+    ],
+)
 def test_cli_bad_data_input_ends_with_one_error_line_and_exit_2(
     tmp_path, case, make_idx_dataset, train_run
 ):

@@ -231,6 +231,7 @@ def test_data_the_model_cannot_take_is_one_line(runs, evaluate_cli):
     assert "takes 1-channel images of 10 classes; synthetic has 3-channel images" in output
 
 
+@pytest.mark.slow
 def test_unusable_checkpoint_is_one_clear_line_from_the_real_cli(tmp_path):
     """Exit 2, one line, no traceback (a subprocess, as a user runs it)."""
     bad = tmp_path / "bad.ckpt"

@@ -196,6 +196,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, train_cli):
     assert "already completed" in again.communicate(timeout=300)[0] and again.returncode == 0
 
 
+@pytest.mark.slow
 def test_failing_sweep_job_keeps_the_others(tmp_path, train_cli):
     proc = train_cli(["-m", "trainer.fast_dev_run=true", "distortion=RTS",
                 "distortion.scale=[0.5,1],[0,1]"])  # fmt: skip

@@ -18,11 +18,19 @@ from stn_lab.train import train
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))
 # Every STN combination; the baselines ignore localiser/activation/transform, so they run once
 # (st_fcn has no conv in its localiser, so only its transform varies).
-COMBINATIONS = [
+ALL_COMBINATIONS = [
     *itertools.product(["stn"], ["conv", "coordconv"], ["relu", "leakyrelu"], TRANSFORMS),
     *itertools.product(["st_fcn"], ["conv"], ["leakyrelu"], TRANSFORMS),
     ("cnn", "coordconv", "leakyrelu", "tps"),
     ("fcn", "conv", "relu", "affine"),
+]
+# The fast set runs each transform, localiser, activation and model once; the slow set the rest.
+FAST = {("stn", "conv", "relu", t) for t in TRANSFORMS} | {
+    ("stn", "coordconv", "leakyrelu", "affine"), ("st_fcn", "conv", "leakyrelu", "affine"),
+    ("cnn", "coordconv", "leakyrelu", "tps"), ("fcn", "conv", "relu", "affine"),
+}  # fmt: skip
+COMBINATIONS = [
+    c if c in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in ALL_COMBINATIONS
 ]
 CHOICES = {"model", "localiser", "activation", "transform", "data"}
 
@@ -174,6 +182,7 @@ def test_cli_missing_data_is_one_clear_line(tmp_path, train_run):
     assert json.loads(metrics.read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_cli_bad_value_is_one_clear_line(tmp_path, train_run):
     proc = train_run(["data=mnist_distorted", "distortion.scale=[0,1.2]"])
     assert proc.returncode == 2
@@ -181,12 +190,14 @@ def test_cli_bad_value_is_one_clear_line(tmp_path, train_run):
     assert "Traceback" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_option_lists_valid_choices(tmp_path, train_run):
     proc = train_run(["model=resnet"])
     assert proc.returncode != 0
     assert "Available options in 'model'" in proc.stdout and "cnn" in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_multirun_jobs_get_their_own_folders(tmp_path, train_run):
     proc = train_run(["-m", "data=synthetic", "model=stn,cnn", "trainer.fast_dev_run=true"])
     assert proc.returncode == 0, proc.stdout[-2000:]
