@@ -144,6 +144,7 @@ def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_p
         ("checkpoint_every_n_steps=-5", "checkpoint_every_n_steps must be a whole number >= 0"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing"),
         ("trainer.accelerator=gpu", "gpu"),
+        ("optimizer.lr=-1", "optimizer: Invalid learning rate: -1"),
     ],
 )
 def test_settings_that_cannot_work_end_with_one_line(train_cli, override, expected):
@@ -164,3 +165,12 @@ def test_an_exploding_but_finite_loss_is_flagged_as_diverged(tmp_path, caplog, t
     calm_run = [*tiny_run, "model=cnn", "trainer.max_epochs=1"]
     calm = train(compose_config(calm_run), tmp_path / "calm", {}, [])
     assert calm["diverged"] is False
+
+
+def test_user_errors_are_one_line_and_other_errors_keep_their_traceback():
+    from stn_lab.errors import ConfigError, user_error_message
+
+    assert user_error_message(ConfigError("data.batch_size must be ...\nmore")) == (
+        "data.batch_size must be ..."
+    )
+    assert user_error_message(ValueError("a bug somewhere")) is None

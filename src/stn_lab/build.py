@@ -7,8 +7,6 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from stn_lab.module import ClassifierModule
-
 
 def resolved(cfg: DictConfig) -> dict:
     """The whole config with every interpolation resolved, without Hydra's own node."""
@@ -27,15 +25,11 @@ def build(cfg: DictConfig):
         image_size=datamodule.image_size,
         num_classes=datamodule.num_classes,
     )
-    module = ClassifierModule(
+    scheduler = cfg.get("scheduler")
+    module = instantiate(cfg.module)(
         network=network,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
-        if cfg.get("scheduler")
-        else None,
+        scheduler=OmegaConf.to_container(scheduler, resolve=True) if scheduler else None,
         num_classes=datamodule.num_classes,
-        on_fault=cfg.faults.on_fault,
-        degenerate_fraction=cfg.faults.degenerate_fraction,
-        channels_last=cfg.get("channels_last", False),
     )
     return datamodule, module.network, module

@@ -2,7 +2,8 @@
 
 Entry points print :func:`user_error_message` and exit 2 for these; anything else is a bug and
 keeps its traceback. Each layer raises its own subclass (``DataError``, ``TrainingFault``, ...),
-and a bad config value is a :class:`ConfigError`, which is also a ``ValueError``.
+and a bad config value is a :class:`ConfigError`, which is also a ``ValueError``. Any other
+``ValueError`` is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def user_error_message(err: BaseException) -> str | None:
     """
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    if isinstance(err, UserError | ValueError | MisconfigurationException):
+    if isinstance(err, UserError | MisconfigurationException):
         text = str(err).strip()
         return text.splitlines()[0] if text else type(err).__name__
     return None

@@ -26,7 +26,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from stn_lab.errors import UserError
+from stn_lab.errors import ConfigError, UserError
 from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
@@ -93,10 +93,10 @@ class ClassifierModule(L.LightningModule):
     ):
         super().__init__()
         if on_fault not in FAULT_ACTIONS:
-            raise ValueError(f"faults.on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
+            raise ConfigError(f"faults.on_fault must be one of {FAULT_ACTIONS}, got {on_fault!r}")
         scheduler = _plain(scheduler)
         if scheduler is not None and scheduler.get("interval", "epoch") not in SCHEDULER_INTERVALS:
-            raise ValueError(
+            raise ConfigError(
                 f"scheduler.interval must be epoch or step, got {scheduler.get('interval')!r}"
             )
         self.save_hyperparameters(
@@ -262,9 +262,9 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         factory = instantiate(self.hparams.optimizer)
         # Each group's lr is the optimiser's lr times the group's multiplier (STN lr_mult).
-        base_lr = factory([torch.zeros(1, requires_grad=True)]).defaults["lr"]
+        probe = _user_values("optimizer", factory, [torch.zeros(1, requires_grad=True)])
         groups = [
-            {"params": g["params"], "lr": base_lr * g.get("lr_mult", 1.0)}
+            {"params": g["params"], "lr": probe.defaults["lr"] * g.get("lr_mult", 1.0)}
             for g in self.network.param_groups()
         ]
         optimizer = factory(groups)
@@ -276,4 +276,14 @@ class ClassifierModule(L.LightningModule):
         if length_arg and make.keywords.get(length_arg) is None:
             # The run's length in optimiser steps, under an epoch or a step budget alike.
             make.keywords[length_arg] = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": make(optimizer), **config}}
+        scheduler = _user_values("scheduler", make, optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **config}}
+
+
+def _user_values(group: str, make, *args):
+    """``make(*args)``; torch's own checks of the group's values (``Adam(lr=-1)``) become a
+    :class:`ConfigError` naming the group, shown as one line."""
+    try:
+        return make(*args)
+    except ValueError as err:
+        raise ConfigError(f"{group}: {err}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import MultiStepLR
 
+from stn_lab.errors import ConfigError
+
 
 def thirds_step_lr(
     optimizer: torch.optim.Optimizer, total_steps: int, gamma: float = 0.1
@@ -14,5 +16,5 @@ def thirds_step_lr(
     Stepped per optimiser step (``interval: step`` in ``conf/scheduler/thirds.yaml``).
     """
     if total_steps < 3:
-        raise ValueError(f"total_steps must be >= 3 for a thirds schedule, got {total_steps}")
+        raise ConfigError(f"total_steps must be >= 3 for a thirds schedule, got {total_steps}")
     return MultiStepLR(optimizer, milestones=[total_steps // 3, 2 * total_steps // 3], gamma=gamma)

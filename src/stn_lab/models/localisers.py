@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stn_lab.errors import ConfigError
 from stn_lab.models.shapes import output_shape
 
 
@@ -40,12 +41,12 @@ class Localiser(nn.Module):
     ):
         super().__init__()
         if len(channels) != len(kernel_sizes):
-            raise ValueError(
+            raise ConfigError(
                 f"localiser channels {list(channels)} and kernel_sizes {list(kernel_sizes)} "
                 "must have the same length"
             )
         if input_downsample < 1:
-            raise ValueError(f"localiser input_downsample must be >= 1, got {input_downsample}")
+            raise ConfigError(f"localiser input_downsample must be >= 1, got {input_downsample}")
         self.input_downsample = input_downsample
         blocks: list[nn.Module] = []
         prev = in_channels
@@ -56,7 +57,7 @@ class Localiser(nn.Module):
         seen_size = math.ceil(image_size / input_downsample)
         (flat,) = output_shape(self.features, in_channels, seen_size)
         if flat == 0:
-            raise ValueError(f"localiser conv stack leaves nothing of a {seen_size}px input")
+            raise ConfigError(f"localiser conv stack leaves nothing of a {seen_size}px input")
         layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(flat, width), activation()]

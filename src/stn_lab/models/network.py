@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from stn_lab.errors import ConfigError
 from stn_lab.models.shapes import check_input, output_shape
 
 COMBINE_MODES = ("parallel", "series")
@@ -47,9 +48,9 @@ class Network(nn.Module):
     ):
         super().__init__()
         if combine not in COMBINE_MODES:
-            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
+            raise ConfigError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
         if num_transformers < 1:
-            raise ValueError(f"num_transformers must be >= 1, got {num_transformers}")
+            raise ConfigError(f"num_transformers must be >= 1, got {num_transformers}")
         self.in_channels, self.image_size = in_channels, image_size
         self.position = position if stn else 0
         self.combine = combine
@@ -72,12 +73,12 @@ class Network(nn.Module):
             in_channels=in_channels, image_size=image_size, num_classes=num_classes
         )
         if copies > 1:
-            raise ValueError(
+            raise ConfigError(
                 "parallel transformers work on the input (position=0); "
                 "use combine=series for several feature-map STNs"
             )
         if not 0 < position <= len(self.classifier.blocks):
-            raise ValueError(
+            raise ConfigError(
                 f"position {position} is not after one of the classifier's "
                 f"{len(self.classifier.blocks)} blocks"
             )

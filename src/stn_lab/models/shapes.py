@@ -18,7 +18,7 @@ def output_shape(module: nn.Module, in_channels: int, image_size: int) -> tuple[
         with torch.no_grad():
             out = module(torch.zeros(1, in_channels, image_size, image_size))
     except RuntimeError as err:
-        raise ValueError(
+        raise ConfigError(
             f"a {image_size}px, {in_channels}-channel input does not fit {type(module).__name__}"
             f" layers: {str(err).splitlines()[0]}"
         ) from None

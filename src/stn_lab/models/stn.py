@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stn_lab.errors import ConfigError
 from stn_lab.geometry.cache import cached
 from stn_lab.models.shapes import check_input
 from stn_lab.models.transforms.base import TransformFamily
@@ -53,11 +54,11 @@ class SpatialTransformer(nn.Module):
     ):
         super().__init__()
         if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+            raise ConfigError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if lr_mult <= 0:
-            raise ValueError(f"lr_mult must be > 0, got {lr_mult}")
+            raise ConfigError(f"lr_mult must be > 0, got {lr_mult}")
         if not isinstance(transform, TransformFamily):
-            raise ValueError(
+            raise ConfigError(
                 f"transform {type(transform).__name__} is not supported by the STN: it must be a "
                 "TransformFamily (affine, attention, similarity, projective, tps)"
             )
@@ -74,7 +75,7 @@ class SpatialTransformer(nn.Module):
         self.align_corners = align_corners
         self.lr_mult = lr_mult
         if identity_weight < 0:
-            raise ValueError(f"identity_weight must be >= 0, got {identity_weight}")
+            raise ConfigError(f"identity_weight must be >= 0, got {identity_weight}")
         self.identity_weight = identity_weight
         self.last_penalty: torch.Tensor | None = None
         self._last_grid: tuple[torch.Tensor, int] | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from stn_lab.errors import ConfigError
 from stn_lab.geometry.tps import lattice, tps_grid, tps_transform_points
 from stn_lab.models.transforms.base import TransformFamily
 
@@ -29,11 +30,11 @@ class ThinPlateSpline(TransformFamily):
     def __init__(self, grid_size: int = 4, regularisation: float = 1e-3, span: float = 1.0):
         super().__init__()
         if grid_size < 2:  # fewer than 3 non-collinear points leave the affine part undetermined
-            raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+            raise ConfigError(f"grid_size must be >= 2, got {grid_size}")
         if regularisation < 0:
-            raise ValueError(f"regularisation must be >= 0, got {regularisation}")
+            raise ConfigError(f"regularisation must be >= 0, got {regularisation}")
         if span <= 0:
-            raise ValueError(f"span must be > 0, got {span}")
+            raise ConfigError(f"span must be > 0, got {span}")
         self.grid_size = grid_size
         self.regularisation = regularisation
         self.span = span
