@@ -2,14 +2,13 @@
 
 1. glibc's allocator keeps freed tensor memory instead of unmapping it. By default glibc serves
    every allocation above a (dynamic) threshold with a fresh ``mmap`` and returns it to the OS
-   on free, so each training step page-faults its activations in again. On this project's
-   2-core machine that made an element-wise op on a 1.5 MB tensor cost 0.4-1.4 ms instead of
-   0.07 ms, and an STN training step about 25% slower. Raising the mmap and trim thresholds
-   (what ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from the environment)
-   makes freed blocks reusable.
+   on free, so each training step page-faults its activations in again, which slows small
+   element-wise ops many times over (measurements in docs/performance.md). Raising the mmap
+   and trim thresholds (what ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from the
+   environment) makes freed blocks reusable.
 2. No GPU probe per step. On a machine without a GPU, a CUDA build of torch asks NVML for the
-   device count in every ``Adam.step`` (a library load that fails): 0.2-0.3 ms per step here.
-   When no GPU is visible, ``CUDA_VISIBLE_DEVICES=""`` makes that answer immediate.
+   device count in every ``Adam.step`` (a library load that fails, every step). When no GPU is
+   visible, ``CUDA_VISIBLE_DEVICES=""`` makes that answer immediate.
 """
 
 from __future__ import annotations
