@@ -23,4 +23,4 @@ def test_walkthrough_notebook_executes(tmp_path, monkeypatch):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # stn, stn_epochs, confusion matrix, Grad-CAM
     markdown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
-    assert markdown and "| stn |" in markdown[0] and "| cnn |" in markdown[0]
+    assert markdown and "| model=stn |" in markdown[0] and "| model=cnn |" in markdown[0]

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from stn_lab.atomic import atomic_write
@@ -114,7 +115,7 @@ class LastCheckpoint(L.Callback):
             self.interrupted_by = "SIGINT"
         else:
             return
-        if trainer.training:  # the model is mid-training: keep what it has learnt so far
+        if trainer.state.fn == TrainerFn.FITTING:  # mid-fit (training or validating): keep it
             self._save(trainer)
             step = trainer.global_step
             log.warning("%s: saved %s at step %d", self.interrupted_by, self.path, step)

@@ -13,8 +13,10 @@ def thirds_step_lr(
 ) -> MultiStepLR:
     """The paper's schedule: the rate is divided by 10 at one third and at two thirds of training.
 
-    Stepped per optimiser step (``interval: step`` in ``conf/scheduler/thirds.yaml``).
+    Stepped per optimiser step (``interval: step`` in ``conf/scheduler/thirds.yaml``). A run
+    shorter than 3 steps (a check such as ``fast_dev_run``) decays at step 1 at the earliest.
     """
-    if total_steps < 3:
-        raise ConfigError(f"total_steps must be >= 3 for a thirds schedule, got {total_steps}")
-    return MultiStepLR(optimizer, milestones=[total_steps // 3, 2 * total_steps // 3], gamma=gamma)
+    if total_steps < 1:
+        raise ConfigError(f"a thirds schedule needs total_steps >= 1, got {total_steps}")
+    milestones = [max(1, total_steps // 3), max(1, 2 * total_steps // 3)]
+    return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
