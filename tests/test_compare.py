@@ -858,3 +858,8 @@ def test_tex_escapes_config_keys(tmp_path: Path) -> None:
     table = write_v2(tmp_path, runs)
     tex = report.render_tex(table, compare.pair_differences(table))
     assert r"model.stn.lr\_mult=0.5 &" in tex and "lr_mult" not in tex
+
+
+def test_manifest_of_no_completed_runs_says_so() -> None:
+    empty = groups.Table(groups=[], names=[], fixed={})
+    assert report.manifest_text(empty) == "Variance: no completed runs to describe."

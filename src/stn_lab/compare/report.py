@@ -225,6 +225,8 @@ def manifest_text(table: Table) -> str:
     some groups record are marked with those groups, and a disagreement is said out loud."""
     runs = [(g, r) for g in table.groups for r in g.runs]
     recorded = [(g, r) for g, r in runs if r.variance is not None]
+    if not runs:
+        return "Variance: no completed runs to describe."
     if not recorded:
         return "Variance: these runs recorded no variance manifest (older metrics.json)."
     everyone = list({id(g): g for g, _ in recorded}.values())
