@@ -182,7 +182,7 @@ def test_every_option_of_every_group_builds_a_whole_run(group, option, tmp_path)
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
     cfg.paths.output_dir = str(tmp_path)
     assert all(isinstance(c, L.Callback) for c in build_callbacks(cfg.callbacks))
-    assert all(isinstance(lg, Logger) for lg in build_loggers(cfg.logger, tmp_path))
+    assert all(isinstance(lg, Logger) for lg in build_loggers(cfg.logger))
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

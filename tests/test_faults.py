@@ -125,7 +125,7 @@ def test_same_seed_gives_identical_metrics_on_cpu(tmp_path):
     for record in records:
         record.pop("seconds_per_epoch")
     assert records[0] == records[1]
-    assert changed_settings(*configs, allowed=()) == {}  # only the run folders differ
+    assert changed_settings(*configs) == {}  # only the run folders differ
 
 
 def test_unwritable_data_root_is_one_clear_error(tmp_path, make_idx_dataset):

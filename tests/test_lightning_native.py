@@ -265,7 +265,7 @@ def test_a_missing_package_is_one_line_naming_its_extra(tmp_path, monkeypatch, e
         if extra == "rich":
             build_callbacks({"rich_progress_bar": {"_target_": target}})
         else:
-            build_loggers({extra: {"_target_": target, "save_dir": str(tmp_path)}}, tmp_path)
+            build_loggers({extra: {"_target_": target, "save_dir": str(tmp_path)}})
     group = "callback 'rich_progress_bar'" if extra == "rich" else f"logger {extra!r}"
     assert user_error_message(err.value) == (
         f"{group} needs the {extra!r} extra: pip install -e '.[{extra}]'"

@@ -139,7 +139,7 @@ def refuse_reserved(trainer_cfg: Mapping) -> None:
             raise ConfigError(f"trainer.{key} cannot be overridden: {why}")
 
 
-def build_loggers(cfg_logger: Mapping | None, run_dir: Path, extra: Any = None) -> list[Logger]:
+def build_loggers(cfg_logger: Mapping | None, extra: Any = None) -> list[Logger]:
     """The ``logger`` group's entries, then any given as ``trainer.logger``."""
     entries = _entries(cfg_logger, "logger")
     entries += [("trainer.logger", c) for c in _as_list(extra, "trainer.logger")]

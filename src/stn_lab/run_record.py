@@ -59,25 +59,28 @@ def result_neutral(key: str) -> bool:
     return _longest_cover(RESULT_NEUTRAL, key) > _longest_cover(RESULT_RELEVANT, key)
 
 
-def changed_settings(old: dict, new: dict, allowed=RESUMABLE) -> dict[str, tuple]:
+def changed_settings(old: dict, new: dict) -> dict[str, tuple]:
     """The result-relevant settings (dotted keys) that differ between two resolved configs,
-    as ``{key: (old, new)}``, leaving out ``allowed`` ones."""
+    as ``{key: (old, new)}``."""
     a, b = flatten(old), flatten(new)
     return {
         key: (a.get(key), b.get(key))
         for key in sorted(a.keys() | b.keys())
-        if a.get(key) != b.get(key) and not result_neutral(key) and key not in allowed
+        if a.get(key) != b.get(key) and not result_neutral(key)
     }
+
+
+def not_resumable(changed: dict[str, tuple]) -> dict[str, tuple]:
+    """The changes of :func:`changed_settings` that a resume may not make."""
+    return {key: change for key, change in changed.items() if key not in RESUMABLE}
 
 
 def is_debug_setting(name: str, value) -> bool:
     """Whether trainer setting ``name`` (one of :data:`DEBUG_FLAGS`) at ``value`` is a check."""
     if value is None or value is False:
         return False
-    if name == "fast_dev_run":
+    if name in ("fast_dev_run", "overfit_batches"):
         return value != 0  # True or a batch count; 0 is off, as in Lightning
-    if name == "overfit_batches":
-        return value != 0
     return not (isinstance(value, float) and value == 1.0)  # limit_*: 1.0 is the whole split
 
 

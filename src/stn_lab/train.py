@@ -52,6 +52,7 @@ from stn_lab.run_record import (
     changed_settings,
     debug_flags,
     metrics_record,
+    not_resumable,
     record_choices,
     write_json_atomic,
 )
@@ -96,7 +97,8 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, d
     if not ckpt:
         return None, {}
     path = check_readable(run_dir / "checkpoints" / LAST if ckpt == "last" else Path(ckpt))
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # Memory-mapped: only the small entries read here leave the disk (Lightning loads it again).
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     trained = next(
         (
             s.get("run_config")
@@ -114,13 +116,18 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     if trained.get("config") is None:
         return {}
     changed = changed_settings(trained["config"], config)
-    if changed:
-        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+    if not_resumable(changed):
         raise UserError(
-            f"cannot resume {path} with other settings ({what}); only trainer.max_epochs and "
-            "trainer.max_steps may change on resume: start a new run for the rest"
+            f"cannot resume {path} with other settings ({describe(not_resumable(changed))}); "
+            "only trainer.max_epochs and trainer.max_steps may change on resume: start a new "
+            "run for the rest"
         )
-    return changed_settings(trained["config"], config, allowed=())
+    return changed
+
+
+def describe(changed: dict[str, tuple]) -> str:
+    """The first few changed settings, as ``key: old -> new``."""
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> dict:
@@ -140,7 +147,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     )
     refuse_reserved(trainer_cfg)
     callbacks = build_callbacks(cfg.get("callbacks"), extra_callbacks)
-    loggers = build_loggers(cfg.get("logger"), run_dir, extra_loggers)
+    loggers = build_loggers(cfg.get("logger"), extra_loggers)
     last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
     if last is not None:
         last.run_config = config
@@ -289,17 +296,16 @@ def guard_completed(run_dir: Path, record: dict | None, config: dict, resuming: 
     """
     if record is None or record.get("status") != "completed" or not record.get("config"):
         return False
-    changed = changed_settings(record["config"], config, allowed=())
-    if changed and resuming and not changed_settings(record["config"], config):
+    changed = changed_settings(record["config"], config)
+    if changed and resuming and not not_resumable(changed):
         return False  # train on for longer: the record is rewritten when that run completes
     for path in (run_dir / ".hydra" / TRAINED_HYDRA).glob("*.yaml"):
         shutil.copy2(path, run_dir / ".hydra" / path.name)
     if not changed:
         return True
-    what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
     raise CompletedRunConflict(
-        f"{run_dir} holds a completed run with other settings ({what}); it is left as it was: "
-        "run into a new folder (a new sweep, or another hydra.run.dir)"
+        f"{run_dir} holds a completed run with other settings ({describe(changed)}); it is left "
+        "as it was: run into a new folder (a new sweep, or another hydra.run.dir)"
         + (
             "; a resume may only change trainer.max_epochs and trainer.max_steps"
             if resuming
