@@ -84,8 +84,11 @@ def train_cli(tmp_path):
     come first, less those whose group ``args`` choose (``data=mnist`` drops ``data.*``);
     Hydra's flags (``-m``) go before the overrides."""
 
-    def start(args: list[str], **kwargs) -> subprocess.Popen:
-        env = {**os.environ, "STN_LAB_LOGS": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1"}
+    def start(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+        env = {
+            **os.environ, "STN_LAB_LOGS": str(tmp_path / "logs"), "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }  # fmt: skip
         flags = [a for a in args if a.startswith("-")]
         chosen = {a.split("=")[0] for a in args if "=" in a}
         tiny = [o for o in _TINY_RUN if o.split("=")[0].split(".")[0] not in chosen]
@@ -104,8 +107,8 @@ def train_run(train_cli):
     """``run(args)``: :func:`train_cli` run to its end, as a ``CompletedProcess`` whose
     ``stdout`` holds the merged output."""
 
-    def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-        proc = train_cli(args)
+    def run(args: list[str], timeout: int = 600, env: dict | None = None):
+        proc = train_cli(args, env=env)
         output = proc.communicate(timeout=timeout)[0]
         return subprocess.CompletedProcess(proc.args, proc.returncode, output, "")
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,21 +23,17 @@ TABLE1_MODELS = {
 }
 
 
-def multirun(tmp_path: Path, args: list[str]) -> list[dict]:
-    env = {**os.environ, "STN_LAB_LOGS": str(tmp_path / "logs")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stn_lab.train", "-m", *args, "trainer.fast_dev_run=true",
-         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def multirun(train_run, tmp_path: Path, args: list[str]) -> list[dict]:
+    """Every job of a ``fast_dev_run`` sweep over ``args``, as its metrics.json."""
+    proc = train_run(["-m", *args, "trainer.fast_dev_run=true"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
     files = sorted((tmp_path / "logs" / "multiruns").glob("*/*/metrics.json"))
     return [json.loads(p.read_text()) for p in files]
 
 
 @pytest.mark.slow
-def test_paper_table1_every_cell_runs(tmp_path):
-    records = multirun(tmp_path, ["experiment=paper_table1", "data=synthetic", "seed=0"])
+def test_paper_table1_every_cell_runs(tmp_path, train_run):
+    records = multirun(train_run, tmp_path, ["experiment=paper_table1", "data=synthetic", "seed=0"])
     assert all(r["status"] == "completed" for r in records)
     cells = {
         (r["choices"]["model"], r["choices"]["transform"], r["choices"]["distortion"])
@@ -62,8 +55,10 @@ def test_paper_table1_follows_the_paper_schedule():
 
 
 @pytest.mark.slow
-def test_paper_cluttered_runs_on_the_60px_canvas(tmp_path):
-    records = multirun(tmp_path, ["experiment=paper_cluttered", "data=synthetic", "seed=0"])
+def test_paper_cluttered_runs_on_the_60px_canvas(tmp_path, train_run):
+    records = multirun(
+        train_run, tmp_path, ["experiment=paper_cluttered", "data=synthetic", "seed=0"]
+    )
     assert len(records) == 4 and all(r["choices"]["distortion"] == "TC" for r in records)
     assert {r["choices"]["model"] for r in records} == {"fcn", "cnn", "st_fcn", "stn"}
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -92,17 +91,15 @@ def csv_rows(run_dir: Path, key: str) -> list[dict]:
         return [row for row in csv.DictReader(fh) if row.get(key)]
 
 
-def cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m stn_lab.train`` as a user runs it (the tests folder importable, for the
-    probe callback)."""
-    env = {
-        **os.environ, "STN_LAB_LOGS": str(cwd / "logs"), "PYTHONPATH": str(TESTS),
-        **(env or {}),
-    }  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "stn_lab.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+@pytest.fixture
+def cli(train_run):
+    """``python -m stn_lab.train`` as a user runs it (``train_run``), with the tests folder
+    importable for the probe callbacks."""
+
+    def run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+        return train_run(args, env={"PYTHONPATH": str(TESTS), **(env or {})})
+
+    return run
 
 
 def cli_run_dir(cwd: Path) -> Path:
@@ -389,9 +386,9 @@ def test_load_from_checkpoint_in_another_folder_predicts_as_the_run_did(tmp_path
     ],
     ids=["gradient_clip_val", "accumulate_grad_batches", "limit_train_batches"],
 )  # fmt: skip
-def test_cli_trainer_flags(tmp_path, flags, check):
-    proc = cli([*TINY, NO_PICTURES, *flags], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_cli_trainer_flags(tmp_path, flags, check, cli):
+    proc = cli([*TINY, NO_PICTURES, *flags])
+    assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = cli_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
     if check == "clipped":
@@ -405,13 +402,13 @@ def test_cli_trainer_flags(tmp_path, flags, check):
 
 
 @pytest.mark.slow
-def test_cli_early_stopping_and_one_more_callback(tmp_path):
+def test_cli_early_stopping_and_one_more_callback(tmp_path, cli):
     proc = cli([
         *TINY, "trainer.max_epochs=6", "optimizer.lr=0", "callbacks=[default,early_stopping]",
         "callbacks.early_stopping.patience=1", "trainer.log_every_n_steps=1",
         "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
-    ], tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    ])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = cli_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["epochs"] == 2 and record["step"] == 2 * STEPS_PER_EPOCH
@@ -424,13 +421,13 @@ def _installed(*names: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path, monkeypatch):
+def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path, monkeypatch, cli):
     loggers = _installed("tensorboard", "mlflow", "wandb")
     if not loggers:
         pytest.skip("no optional logger installed")
-    proc = cli([*TINY, "trainer.max_epochs=2", f"logger=[csv,{','.join(loggers)}]"], tmp_path,
+    proc = cli([*TINY, "trainer.max_epochs=2", f"logger=[csv,{','.join(loggers)}]"],
                env={"WANDB_API_KEY": "", "WANDB_SILENT": "true"})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
     run_dir = cli_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
     assert set(record["config"]["logger"]) == {"csv", *loggers}
@@ -470,12 +467,12 @@ for name in blocked:
 
 
 @pytest.mark.slow
-def test_cli_missing_logger_package_is_one_line_and_exit_2(tmp_path):
+def test_cli_missing_logger_package_is_one_line_and_exit_2(tmp_path, cli):
     # The wandb package made invisible (metadata and import), as if never installed.
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK)
     env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{TESTS}", "BLOCKED_PACKAGES": "wandb"}
-    proc = cli([*TINY, "trainer.max_steps=1", "logger=[csv,wandb]"], tmp_path, env=env)
+    proc = cli([*TINY, "trainer.max_steps=1", "logger=[csv,wandb]"], env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-3000:]
     assert "Traceback" not in output
@@ -499,20 +496,20 @@ def test_cli_missing_logger_package_is_one_line_and_exit_2(tmp_path):
     ],
     ids=["off", "on", "rich-off", "rich-on"],
 )  # fmt: skip
-def test_cli_model_summary_is_printed_once_or_not_at_all(tmp_path, flags, tables):
+def test_cli_model_summary_is_printed_once_or_not_at_all(tmp_path, flags, tables, cli):
     if "callbacks=[default,rich]" in flags:
         pytest.importorskip("rich")
-    proc = cli([*TINY, "trainer.max_steps=2", NO_PICTURES, *flags], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli([*TINY, "trainer.max_steps=2", NO_PICTURES, *flags])
+    assert proc.returncode == 0, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
     assert output.count("Total params") == tables
     assert (cli_run_dir(tmp_path) / "summary.txt").is_file()  # the full table, on file
 
 
 @pytest.mark.slow
-def test_cli_rich_progress_bar_with_the_bar_disabled_is_one_line(tmp_path):
+def test_cli_rich_progress_bar_with_the_bar_disabled_is_one_line(tmp_path, cli):
     pytest.importorskip("rich")
-    proc = cli([*TINY, "trainer.max_steps=1", "callbacks=[default,rich]"], tmp_path)
+    proc = cli([*TINY, "trainer.max_steps=1", "callbacks=[default,rich]"])
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in output
     assert "error: Trainer was configured with `enable_progress_bar=False`" in output
@@ -520,15 +517,15 @@ def test_cli_rich_progress_bar_with_the_bar_disabled_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------ Optuna (issue 12, 6)
 @pytest.mark.slow
-def test_cli_optuna_sweep_maximises_validation_accuracy_past_a_failed_trial(tmp_path):
+def test_cli_optuna_sweep_maximises_validation_accuracy_past_a_failed_trial(tmp_path, cli):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     # tune_lr's sampler is seeded: trial 0 draws max_epochs=0, a one-line user error (the job
     # returns None); trials 1 and 2 train. The sweep goes on and ranks the two that trained.
     proc = cli([
         "-m", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=3", "trainer.max_epochs=choice(0,1)",
         *TINY, NO_PICTURES,
-    ], tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    ])  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
     assert "Failed experiment: Return value must be float-castable. Got 'None'." in output
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,27 +12,21 @@ import pytest
 from stn_lab.config_path import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data=synthetic", "data.num_train=512", "data.num_test=256",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
+SIZES = ["data.num_train=512", "data.num_test=256"]
 
 
-def run_cli(args: list[str], cwd: Path) -> list[dict]:
-    cwd.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "STN_LAB_LOGS": str(cwd / "logs")}
-    flags = [a for a in args if a.startswith("-")]  # Hydra's flags come before the overrides
-    overrides = [*TINY, *(a for a in args if a not in flags)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "stn_lab.train", *flags, *overrides],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(p.read_text()) for p in sorted((cwd / "logs").glob("**/metrics.json"))]
+def records(train_run, tmp_path: Path, args: list[str]) -> list[dict]:
+    """Train on the sizes above (``train_run``'s tiny data); every metrics.json it wrote."""
+    proc = train_run([*SIZES, *args])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return [json.loads(p.read_text()) for p in sorted(tmp_path.glob("**/metrics.json"))]
 
 
 @pytest.mark.slow
-def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
-    (single,) = run_cli(["trainer.max_epochs=4"], tmp_path / "one")
-    (ddp,) = run_cli(["trainer=ddp", "trainer.devices=2", "trainer.max_epochs=4"], tmp_path / "ddp")
+def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path, train_run):
+    for folder, extra in (("one", []), ("ddp", ["trainer=ddp", "trainer.devices=2"])):
+        records(train_run, tmp_path, [*extra, "trainer.max_epochs=4", f"hydra.run.dir={folder}"])
+    single, ddp = (json.loads((tmp_path / f / "metrics.json").read_text()) for f in ("one", "ddp"))
     # Two processes see the same epochs in half the steps (the global batch doubles), so allow
     # for noise; both must learn the easy synthetic classes.
     assert single["test"]["acc"] > 0.6 and ddp["test"]["acc"] > 0.6
@@ -43,23 +35,23 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_on_three_processes_counts_every_test_image_once(tmp_path):
+def test_ddp_on_three_processes_counts_every_test_image_once(tmp_path, train_run):
     # 100 test images do not split evenly 3 ways: a padded shard would count 102.
-    (record,) = run_cli(
-        ["model=cnn", "trainer=ddp", "trainer.devices=3", "trainer.max_epochs=1",
-         "data.num_train=96", "data.num_test=100"], tmp_path,
-    )  # fmt: skip
+    (record,) = records(train_run, tmp_path, [
+        "model=cnn", "trainer=ddp", "trainer.devices=3", "trainer.max_epochs=1",
+        "data.num_train=96", "data.num_test=100",
+    ])  # fmt: skip
     assert sum(map(sum, record["test"]["confusion_matrix"])) == 100
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_sweep_jobs_in_parallel(tmp_path):
+def test_joblib_launcher_runs_sweep_jobs_in_parallel(tmp_path, train_run):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    records = run_cli(
-        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=stn,cnn",
-         "trainer.fast_dev_run=true"], tmp_path,
-    )  # fmt: skip
-    assert sorted(r["choices"]["model"] for r in records) == ["cnn", "stn"]
+    jobs = records(train_run, tmp_path, [
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=stn,cnn",
+        "trainer.fast_dev_run=true",
+    ])  # fmt: skip
+    assert sorted(r["choices"]["model"] for r in jobs) == ["cnn", "stn"]
 
 
 def test_slurm_launcher_is_available():
