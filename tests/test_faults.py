@@ -83,8 +83,9 @@ def test_grid_leaving_the_image_is_detected():
     from stn_lab.models.stn import lattice_points, step_health
 
     inside = Affine().grid(Affine().identity().unsqueeze(0), (1, 1, 8, 8), False)
-    fractions = step_health([(lattice_points(torch.cat([inside, inside + 5])), 8)])
-    assert fractions.tolist() == [0.0, 0.5]  # collapsed, outside
+    loss = torch.tensor(0.25)
+    value, fractions = step_health(loss, [(lattice_points(torch.cat([inside, inside + 5])), 8)])
+    assert value == 0.25 and fractions == [0.0, 0.5]  # collapsed, outside
 
 
 def test_health_is_the_worst_over_the_stns():
@@ -92,12 +93,24 @@ def test_health_is_the_worst_over_the_stns():
 
     good = Affine().grid(Affine().identity().expand(4, -1), (4, 1, 8, 8), False)
     away, tiny = good + 5, good * 0.01  # off the image; collapsed to under a pixel
-    step = lambda *grids: [(lattice_points(g), 8) for g in grids]  # noqa: E731
-    assert step_health(step(good, good)).tolist() == [0.0, 0.0]
-    outside = step_health(step(torch.cat([good, away[:1]]), good[:2]))  # 1 of 5 outside
-    assert torch.allclose(outside, torch.tensor([0.0, 0.2]))
-    assert step_health(step(good, tiny)).tolist() == [1.0, 0.0]  # the second STN collapsed
-    assert step_health([]) is None  # no STN
+    step = lambda *grids: step_health(  # noqa: E731
+        torch.tensor(float("nan")), [(lattice_points(g), 8) for g in grids]
+    )[1]
+    assert step(good, good) == [0.0, 0.0]
+    assert step(torch.cat([good, away[:1]]), good[:2]) == pytest.approx([0.0, 0.2])  # 1 of 5
+    assert step(good, tiny) == [1.0, 0.0]  # the second STN collapsed
+    value, fractions = step_health(torch.tensor(float("nan")), [])  # no STN: the loss alone
+    assert math.isnan(value) and fractions == []
+
+
+def test_lattice_points_are_the_grid_at_the_lattice_corners_included():
+    from stn_lab.models.stn import HEALTH_POINTS, lattice_points
+
+    grid = torch.randn(3, 42, 42, 2)
+    points = lattice_points(grid).view(3, HEALTH_POINTS, HEALTH_POINTS, 2)
+    index = torch.linspace(0, 41, HEALTH_POINTS).round().long()
+    torch.testing.assert_close(points, grid[:, index][:, :, index], rtol=0, atol=0)
+    assert torch.equal(points[:, -1, -1], grid[:, -1, -1])
 
 
 def test_bounded_transforms_stay_near_the_identity():

@@ -138,25 +138,40 @@ def lattice_points(grid: torch.Tensor) -> torch.Tensor:
     """Grids ``[N, H, W, 2]`` read on a ``HEALTH_POINTS`` square lattice that includes the
     corners: ``[N, P, 2]``. 64 points instead of H*W keep the health check cheap."""
     n, height, width, _ = grid.shape
-    return grid.reshape(n, height * width, 2)[:, _lattice(height, width, grid.device)]
+    return grid.reshape(n, height * width, 2).index_select(1, _lattice(height, width, grid.device))
 
 
-def health_fractions(points: torch.Tensor, in_size: int) -> torch.Tensor:
-    """``[2]``: the fractions of grids that collapsed and that fell outside the image.
-
-    ``points`` are lattice points ``[N, P, 2]`` of N grids. A grid collapsed when its whole
-    output samples less than one input pixel (exact for the matrix families, whose extremes are
-    at the corners); it is outside when none of its lattice points lies in the image.
-    """
+def grid_extents(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per grid of lattice points ``[N, P, 2]``: its spread ``[N]`` (the longer side of its
+    bounding box) and its reach ``[N]`` (the max-norm distance of its nearest point from the
+    image centre, so beyond 1 means no point lies in the image)."""
     low, high = torch.aminmax(points, dim=1)
-    collapsed = (high - low).amax(dim=1) < 2.0 / in_size
-    outside = points.abs().amax(dim=2).amin(dim=1) > 1  # every point has a coordinate beyond 1
-    return torch.stack([collapsed, outside]).float().mean(dim=1)
+    return (high - low).amax(dim=1), points.abs().amax(dim=2).amin(dim=1)
 
 
-def step_health(points: list[tuple[torch.Tensor, int]]) -> torch.Tensor | None:
-    """``[2]`` collapsed / outside fractions of one training step, the worst over the STNs;
-    ``points`` is :meth:`Network.health_points`. ``None`` without STNs."""
+def step_health(
+    loss: torch.Tensor, points: list[tuple[torch.Tensor, int]]
+) -> tuple[float, list[float]]:
+    """One training step's loss value and, worst over the STNs, the fractions of its grids that
+    collapsed and that left the image (``[]`` without STNs); ``points`` is
+    :meth:`Network.health_points`.
+
+    A grid collapsed when its whole output samples less than one input pixel (exact for the
+    matrix families, whose extremes are at the corners); it left the image when none of its
+    lattice points lies in it. Everything comes back in one read, and the two thresholds are
+    counted in Python: in the training loop each small tensor op costs tens of microseconds
+    (docs/performance.md).
+    """
     if not points:
-        return None
-    return torch.stack([health_fractions(p, in_size) for p, in_size in points]).amax(dim=0)
+        return loss.item(), []
+    extents = [e for p, _ in points for e in grid_extents(p)]
+    value, *rest = torch.cat([loss.detach().float().view(1), *extents]).tolist()
+    worst, offset = [0.0, 0.0], 0
+    for p, in_size in points:
+        n = p.shape[0]
+        spread, reach = rest[offset : offset + n], rest[offset + n : offset + 2 * n]
+        offset += 2 * n
+        collapsed = sum(s < 2.0 / in_size for s in spread) / n
+        outside = sum(r > 1 for r in reach) / n
+        worst = [max(worst[0], collapsed), max(worst[1], outside)]
+    return value, worst

@@ -1,0 +1,33 @@
+"""The bench's anchor reference: the PyTorch STN tutorial's loop, as written and on tensors, runs
+offline on IDX files laid out the way each side reads them (speed is measured by ``make bench``,
+never here)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from stn_lab.bench import _torchvision_layout, tutorial_stn_epoch
+
+
+@pytest.mark.parametrize("as_written", [True, False])
+def test_tutorial_reference_trains_and_tests_offline(
+    tmp_path, make_idx_dataset, capsys, as_written
+):
+    folder = make_idx_dataset(tmp_path / "raw", n_train=128, n_test=64)
+    files = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        for kind in ("images", "labels"):
+            plain = folder / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+            packed = plain.with_name(plain.name + ".gz")  # as Debian's package ships them
+            packed.write_bytes(gzip.compress(plain.read_bytes()))
+            files[f"{split}_{kind}"] = str(packed)
+    _torchvision_layout(files, tmp_path / "torchvision")
+    assert sorted(p.name for p in (tmp_path / "torchvision/FashionMNIST/raw").iterdir()) == [
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    ]  # fmt: skip
+    tutorial_stn_epoch({**files, "root": str(tmp_path / "torchvision")}, as_written)
+    accuracy = float(capsys.readouterr().out.rsplit(" ", 1)[1])
+    assert accuracy * 64 == pytest.approx(round(accuracy * 64), abs=1e-6)  # all 64 test images
