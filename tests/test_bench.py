@@ -30,4 +30,4 @@ def test_tutorial_reference_trains_and_tests_offline(
     ]  # fmt: skip
     tutorial_stn_epoch({**files, "root": str(tmp_path / "torchvision")}, as_written)
     accuracy = float(capsys.readouterr().out.rsplit(" ", 1)[1])
-    assert accuracy * 64 == pytest.approx(round(accuracy * 64), abs=1e-6)  # all 64 test images
+    assert accuracy * 64 == pytest.approx(round(accuracy * 64), abs=0.005)  # 64 images, 4 decimals
