@@ -499,11 +499,11 @@ def render_overhead(rows: list[dict]) -> list[str]:
     for r in rows:
         target = OVERHEAD_TARGETS.get((r["model"], r["distortion"]))
         verdict = "" if target is None else f">= {target}: {_met(r['lightning_ratio'] >= target)}"
-        floor = f"{r['floor_ratio']:.2f}" if "floor_ratio" in r else ""
+        floor = f"{r['floor_ratio']:.3f}" if "floor_ratio" in r else ""
         px = f"{r['px']} ({r['distortion']})" if r["distortion"] != "none" else str(r["px"])
         lines.append(
             f"| {r['model'].upper()} | {px} | {r['plain_ms']:.1f} | {r['lightning_ms']:.1f} "
-            f"| {r['lightning_ratio']:.2f} | {floor} | {verdict} |"
+            f"| {r['lightning_ratio']:.3f} | {floor} | {verdict} |"
         )
     return lines
 
