@@ -58,6 +58,19 @@ class GradientProbe(L.Callback):
         path.write_text(json.dumps(self.rows))
 
 
+class StepLosses(L.Callback):
+    """Records each optimiser step's loss and batch size into ``<run dir>/steps.json``."""
+
+    def __init__(self):
+        self.rows: list[tuple[float, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append((outputs["loss"].item(), len(batch[1])))
+
+    def on_train_end(self, trainer, pl_module):
+        (Path(trainer.default_root_dir) / "steps.json").write_text(json.dumps(self.rows))
+
+
 class MarkedEnvironment(LightningEnvironment):
     """Lightning's default cluster environment under another name, to see that it was used."""
 
@@ -122,6 +135,40 @@ def test_gradient_clipping_bounds_the_gradients_each_step(tmp_path, algorithm):
     assert free_rows[0][key] > 0.01  # without clipping the bound would be exceeded
     assert all(row[key] <= 0.01 * (1 + 1e-4) for row in rows)
     assert record["config"]["trainer"]["gradient_clip_val"] == 0.01
+
+
+def test_train_sums_fold_held_outputs_into_loss_correct_and_count():
+    module = ClassifierModule(
+        network={"_target_": "torch.nn.Identity"}, optimizer={"_target_": "torch.optim.SGD"},
+        num_classes=3,
+    )  # fmt: skip
+    logits = torch.tensor([[2.0, 0, 0], [0, 2, 0], [0, 0, 2], [2, 0, 0], [0, 2, 0]])
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    module._train_outputs = [
+        (torch.tensor(0.5), logits[:3], labels[:3]),  # 2 of 3 right
+        (torch.tensor(2.0), logits[3:], labels[3:]),  # 1 of 2 right
+    ]
+    module._fold_train_outputs()
+    assert module._train_outputs == []
+    assert module._train_sums.tolist() == [0.5 * 3 + 2.0 * 2, 3.0, 5.0]
+
+
+def test_train_loss_epoch_is_the_image_weighted_mean_of_the_steps_across_folds(
+    tmp_path, monkeypatch
+):
+    # Folding every 3 steps: one fold mid-epoch and the rest at the epoch's end (4 steps, the
+    # last of 38 images instead of 64).
+    monkeypatch.setattr("stn_lab.module.TRAIN_FOLD_STEPS", 3)
+    recorder = "+callbacks.steps._target_=test_lightning_native.StepLosses"
+    monkeypatch.syspath_prepend(str(TESTS))
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=1", NO_PICTURES, recorder])
+    steps = json.loads((run_dir / "steps.json").read_text())
+    assert [n for _, n in steps] == [64, 64, 64, 38]
+    expected = sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
+    (row,) = csv_rows(run_dir, "train/loss_epoch")
+    assert float(row["train/loss_epoch"]) == pytest.approx(expected, rel=1e-5)
+    correct = float(row["train/acc"]) * 230  # right answers among all 230 training images
+    assert correct == pytest.approx(round(correct), abs=1e-3) and record["status"] == "completed"
 
 
 def test_accumulate_grad_batches_halves_the_optimiser_steps(tmp_path):
