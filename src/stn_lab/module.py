@@ -30,7 +30,7 @@ from stn_lab.errors import ConfigError, UserError
 from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
-DEGENERATE = ("collapsed to under a pixel", "left the image")  # step_health's two columns
+DEGENERATE = ("collapsed to under a pixel", "left the image")  # step_health's two fractions
 SCHEDULER_INTERVALS = ("epoch", "step")
 TRAIN_FOLD_STEPS = 64  # steps whose outputs are held before they are added to the train sums
 
