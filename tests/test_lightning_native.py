@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import subprocess
@@ -258,6 +259,15 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     assert max(scalars["val/acc"]) == pytest.approx(record["best_val_acc"])
     assert scalars["test/acc"] == [pytest.approx(record["test"]["acc"])]
     assert csv_rows(run_dir, "test/acc")  # both loggers at once
+
+
+def test_a_run_without_the_csv_logger_says_why_it_has_no_curves(tmp_path, caplog):
+    pytest.importorskip("tensorboard")
+    caplog.set_level(logging.INFO)
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=1", "logger=tensorboard"])
+    assert record["status"] == "completed" and (run_dir / "confusion_matrix.png").is_file()
+    assert not (run_dir / "curves.png").exists()
+    assert "curves.png not drawn: it reads the CSV logger's metrics.csv" in caplog.text
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
 rank zero, writes into ``out_dir``:
 
 * after ``fit``: ``stn.png`` and ``stn_epochs.png`` (STN models only) and ``curves.png``
-  (from the ``CSVLogger``'s ``metrics.csv``; skipped when there is none, e.g. ``fast_dev_run``);
+  (from the ``CSVLogger``'s ``metrics.csv``; skipped when there is none, with a log line
+  saying why unless it is a ``fast_dev_run``);
 * after ``test``: ``confusion_matrix.png``, ``confusion_matrix.csv`` (from
   ``pl_module.test_results``) and ``gradcam.png`` (Grad-CAM of the classifier's last conv layer).
 
@@ -144,6 +145,11 @@ class RunArtefacts(L.Callback):
         metrics_csv = self._metrics_csv(trainer)
         if metrics_csv is not None:
             self._write("curves.png", plot_curves, metrics_csv)
+        elif not trainer.fast_dev_run:  # fast_dev_run has no loggers by design: nothing to say
+            log.info(
+                "curves.png not drawn: it reads the CSV logger's metrics.csv, and this run has "
+                "no CSV logger (keep it beside another, e.g. logger=[csv,tensorboard])"
+            )
 
     @staticmethod
     def _metrics_csv(trainer: L.Trainer) -> Path | None:
