@@ -8,7 +8,8 @@ import gzip
 
 import pytest
 
-from stn_lab.bench import _torchvision_layout, tutorial_stn_epoch
+from stn_lab.bench import tutorial_stn_epoch
+from stn_lab.data.sources import copy_idx_folder
 
 
 @pytest.mark.parametrize("as_written", [True, False])
@@ -23,7 +24,7 @@ def test_tutorial_reference_trains_and_tests_offline(
             packed = plain.with_name(plain.name + ".gz")  # as Debian's package ships them
             packed.write_bytes(gzip.compress(plain.read_bytes()))
             files[f"{split}_{kind}"] = str(packed)
-    _torchvision_layout(files, tmp_path / "torchvision")
+    copy_idx_folder(folder, tmp_path / "torchvision/FashionMNIST/raw")  # as the anchor does
     assert sorted(p.name for p in (tmp_path / "torchvision/FashionMNIST/raw").iterdir()) == [
         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte",

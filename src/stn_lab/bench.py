@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gzip
 import inspect
 import json
 import logging
@@ -79,12 +78,13 @@ ANCHOR_REFERENCES = ("stn_lab", "tutorial", "tutorial_tensors")  # the processes
 DOCS = Path("docs/performance.md")
 
 
-def setup(model: str, size: int, n_train: int, distortion: str = "none"):
+def setup(model: str, size: int, n_train: int, distortion: str = "none", extra=()):
     """A seeded (cfg, datamodule, network, module) on in-memory synthetic images of ``size``
-    px, distorted afresh in every training batch by ``distortion`` (RTS: onto 42 px)."""
+    px, distorted afresh in every training batch by ``distortion`` (RTS: onto 42 px);
+    ``extra``: more overrides."""
     cfg = compose_cfg([
         *MODELS[model], "data=synthetic", f"data.image_size={size}", f"data.num_train={n_train}",
-        "data.num_test=64", f"data.batch_size={BATCH}", f"distortion={distortion}",
+        "data.num_test=64", f"data.batch_size={BATCH}", f"distortion={distortion}", *extra,
     ])  # fmt: skip
     datamodule, network, module = build(cfg)
     datamodule.setup()
@@ -199,9 +199,8 @@ def lightning_vs_plain(model: str, size: int, distortion: str, turns: int) -> di
     floor = (model, distortion) in OVERHEAD_TARGETS
     for path in ("lightning", "floor") if floor else ("lightning",):
         n_train = BATCH * (WARMUP + CHUNK * (turns + 2))
-        cfg, datamodule, _, module = setup(model, size, n_train, distortion)
-        if path == "floor":
-            module = LossOnlyModule(**module.hparams)
+        floor_module = ["module._target_=stn_lab.bench.LossOnlyModule"] if path == "floor" else []
+        cfg, datamodule, _, module = setup(model, size, n_train, distortion, floor_module)
         _, plain_data, plain_network, _ = setup(model, size, n_train, distortion)
         timer = _Interleave(PlainLoop(cfg, plain_data, plain_network))
         trainer = instantiate(
@@ -378,17 +377,6 @@ def _wall_seconds(command: list[str], env: dict) -> float:
     return seconds
 
 
-def _torchvision_layout(files: dict[str, str], root: Path) -> None:
-    """Fashion-MNIST's IDX files, unpacked where ``torchvision.datasets.FashionMNIST`` reads
-    them (``root/FashionMNIST/raw``), so the tutorial as written loads them offline."""
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for path in files.values():
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as source:
-            (raw / Path(path).name.removesuffix(".gz")).write_bytes(source.read())
-
-
 def anchor(runs: int, env: dict) -> dict:
     """Whole-process wall seconds of ``python -m stn_lab.train`` on Fashion-MNIST for one epoch
     and of the tutorial's loop for one epoch on the same IDX files, as written and with
@@ -409,7 +397,8 @@ def anchor(runs: int, env: dict) -> dict:
     source = inspect.getsource(tutorial_stn_epoch)
     times: dict[str, list[float]] = {name: [] for name in ANCHOR_REFERENCES}
     with tempfile.TemporaryDirectory() as tmp:
-        _torchvision_layout(files, Path(tmp) / "torchvision")
+        # torchvision.datasets.FashionMNIST reads the unpacked files from root/FashionMNIST/raw.
+        sources.copy_idx_folder(folder, Path(tmp) / "torchvision" / "FashionMNIST" / "raw")
         files["root"] = str(Path(tmp) / "torchvision")
         commands = {
             name: [sys.executable, "-c", f"{source}\ntutorial_stn_epoch({files!r}, {as_written})"]

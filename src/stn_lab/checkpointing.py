@@ -25,7 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from stn_lab.atomic import atomic_write
-from stn_lab.errors import ConfigError, UserError
+from stn_lab.errors import UserError, whole_number
 
 log = logging.getLogger("stn_lab")
 LAST = "last.ckpt"
@@ -78,10 +78,7 @@ class LastCheckpoint(L.Callback):
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = 500):
         every = 0 if every_n_train_steps is None else every_n_train_steps
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ConfigError(
-                f"checkpoint_every_n_steps must be a whole number >= 0, got {every_n_train_steps!r}"
-            )
+        every = whole_number("checkpoint_every_n_steps", every, 0)
         self.path = Path(dirpath) / LAST
         self.every_n_train_steps = every
         self.interrupted_by: str | None = None

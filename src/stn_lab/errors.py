@@ -20,6 +20,17 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key and the value."""
 
 
+def whole_number(key: str, value, minimum: int) -> int:
+    """``value`` when it is an int >= ``minimum``; else a :class:`ConfigError` naming ``key``.
+
+    Hydra passes command-line values through as typed (``abc`` a str, ``1.5`` a float, ``true``
+    a bool), and none of those may stand for a count.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
 def user_error_message(err: BaseException) -> str | None:
     """The one-line message for errors caused by input, or ``None`` for real bugs.
 

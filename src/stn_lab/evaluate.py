@@ -58,9 +58,9 @@ from torch import nn
 from stn_lab.atomic import atomic_write
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.cpu_runtime import tune_cpu_runtime
-from stn_lab.data.datamodules import ImageDataModule, whole_number
+from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.data.distortions import AffineDistortion
-from stn_lab.errors import ConfigError, UserError, user_error_message
+from stn_lab.errors import ConfigError, UserError, user_error_message, whole_number
 from stn_lab.module import ClassifierModule
 
 log = logging.getLogger("stn_lab")

@@ -49,6 +49,7 @@ from stn_lab.loggers import (
 )
 from stn_lab.module import ClassifierModule
 from stn_lab.run_record import (
+    RESUMABLE,
     changed_settings,
     debug_flags,
     metrics_record,
@@ -61,11 +62,12 @@ log = logging.getLogger("stn_lab")
 
 #: Exit codes of a run stopped by a signal (the shell's 128 + signal number).
 SIGNAL_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-TRAINED_HYDRA = "trained"
+TRAINED_HYDRA = "trained"  # .hydra/trained/: the Hydra files of the run that completed
+RESUMABLE_TEXT = " and ".join(RESUMABLE)  # what a resume may change, for the refusals
 PREDICTIONS = "predictions.npy"
 PREDICTION_DTYPE = np.dtype(
     [("index", "<i4"), ("pred", "i1"), ("label", "i1"), ("confidence", "<f2")]
-)  # .hydra/trained/: the Hydra files of the run that completed
+)
 
 
 class CompletedRunConflict(UserError):
@@ -116,11 +118,11 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     if trained.get("config") is None:
         return {}
     changed = changed_settings(trained["config"], config)
-    if not_resumable(changed):
+    refused = not_resumable(changed)
+    if refused:
         raise UserError(
-            f"cannot resume {path} with other settings ({describe(not_resumable(changed))}); "
-            "only trainer.max_epochs and trainer.max_steps may change on resume: start a new "
-            "run for the rest"
+            f"cannot resume {path} with other settings ({describe(refused)}); only "
+            f"{RESUMABLE_TEXT} may change on resume: start a new run for the rest"
         )
     return changed
 
@@ -306,11 +308,7 @@ def guard_completed(run_dir: Path, record: dict | None, config: dict, resuming: 
     raise CompletedRunConflict(
         f"{run_dir} holds a completed run with other settings ({describe(changed)}); it is left "
         "as it was: run into a new folder (a new sweep, or another hydra.run.dir)"
-        + (
-            "; a resume may only change trainer.max_epochs and trainer.max_steps"
-            if resuming
-            else ""
-        )
+        + (f"; a resume may only change {RESUMABLE_TEXT}" if resuming else "")
     )
 
 

@@ -10,6 +10,7 @@ the run's DataModule to get the distorted test images, which imports torch and L
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,19 +125,27 @@ def write_disagreements(
     if not pairs:
         return "no model pair with predictions.npy on both sides"
     picks = [disagreements(d.images.a, d.images.b, DISAGREEMENTS) for d in pairs]
-    images: list[dict[int, np.ndarray]] = []
+    # The images each pair needs, loaded once per data config (pairs of models nearly always
+    # share one, and each load rebuilds the whole distorted test split).
+    wanted: dict[str, tuple[dict, set[int]]] = {}
+    keys = []
     for d, (b_wins, a_wins) in zip(pairs, picks, strict=True):
         config = next((r.data_config for r in d.a.runs if r.data_config), None)
         if config is None:
             return "the runs recorded no data config to rebuild the test images from"
-        wanted = sorted({i for i, *_ in [*b_wins, *a_wins]})
+        keys.append(json.dumps(config, sort_keys=True))
+        wanted.setdefault(keys[-1], (config, set()))[1].update(i for i, *_ in [*b_wins, *a_wins])
+    loaded: dict[str, dict[int, np.ndarray]] = {}
+    for key, (config, indices) in wanted.items():
+        indices = sorted(indices)
         try:
-            found = load_test_images(config, wanted) if wanted else []
+            found = load_test_images(config, indices) if indices else []
         except Exception as err:  # noqa: BLE001 - a failure only costs the picture: one line
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
             why = " ".join(dict.fromkeys([*lines[:1], *lines[-1:]])) or type(err).__name__
             return f"test images unavailable here ({type(err).__name__}: {why})"
-        images.append(dict(zip(wanted, found, strict=True)))
+        loaded[key] = dict(zip(indices, found, strict=True))
+    images = [loaded[key] for key in keys]
     fig = _figure(10.0, 6.0 * len(pairs))
     rows = fig.subfigures(len(pairs), 1, squeeze=False)[:, 0]
     for row, d, (b_wins, a_wins), found in zip(rows, pairs, picks, images, strict=True):

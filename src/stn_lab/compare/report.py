@@ -229,7 +229,7 @@ def manifest_text(table: Table) -> str:
         return "Variance: no completed runs to describe."
     if not recorded:
         return "Variance: these runs recorded no variance manifest (older metrics.json)."
-    everyone = list({id(g): g for g, _ in recorded}.values())
+    n_groups = len({id(g) for g, _ in recorded})
     parts = []
     disagree = False
     for key, title in (
@@ -242,7 +242,7 @@ def manifest_text(table: Table) -> str:
                 items.setdefault(item, {})[id(g)] = g
         cells = []
         for item, owners in items.items():
-            if len(owners) == len(everyone):
+            if len(owners) == n_groups:
                 cells.append(item)
             else:
                 disagree = True
@@ -275,16 +275,19 @@ def _iv(iv: Any) -> str:
     return f"{100 * iv.point:.2f} [{100 * iv.low:.2f}, {100 * iv.high:.2f}]"
 
 
-def sets_section(sets: SetsAnalysis, table: Table) -> list[str]:
-    """The "Across distortion sets" section: aggregates, design guard, ranks or a refusal."""
+def set_score_cells(m) -> list[str]:
+    """One model's mean accuracy on each set, its mean over sets and its IQM, with intervals
+    (shared by the markdown and TeX tables)."""
+    return [*(f"{100 * v:.2f}" for v in m.scores.mean(axis=0)), _iv(m.mean), _iv(m.iqm)]
+
+
+def sets_section(sets: SetsAnalysis, note: str) -> list[str]:
+    """The "Across distortion sets" section: aggregates, design guard, ranks or a refusal;
+    ``note`` is the variance manifest that closes each table."""
     level = f"{100 * CONFIDENCE:.0f}%"
     head = ["model", "seeds", *(f"{v} (%)" for v in sets.sets), f"mean [{level} CI]",
             f"IQM [{level} CI]"]  # fmt: skip
-    rows = [
-        [m.label, _seeds(m.seeds), *(f"{100 * v:.2f}" for v in m.scores.mean(axis=0)),
-         _iv(m.mean), _iv(m.iqm)]
-        for m in sets.models
-    ]  # fmt: skip
+    rows = [[m.label, _seeds(m.seeds), *set_score_cells(m)] for m in sets.models]
     parts = [
         f"## Across distortion sets ({sets.setting})",
         "",
@@ -296,7 +299,7 @@ def sets_section(sets: SetsAnalysis, table: Table) -> list[str]:
         _md_table(head, rows) if rows else "_No model ran every set._",
         "",
         *([f"Left out: {'; '.join(sets.left_out)}.", ""] if sets.left_out else []),
-        manifest(table),
+        note,
         "",
     ]
     if sets.ranks is None:
@@ -317,7 +320,7 @@ def sets_section(sets: SetsAnalysis, table: Table) -> list[str]:
             "",
             _md_table(["model", "model", "Wilcoxon p (over sets)", "Holm p"], pair_rows),
             "",
-            manifest(table),
+            note,
             "",
         ]
     return parts
@@ -397,6 +400,8 @@ def render_markdown(
     if found.debug and not include_debug:
         debug_note = f" {len(found.debug)} debug runs left out (`--include-debug` lists them)."
     fixed = " ".join(f"{k}={v}" for k, v in table.fixed.items())
+    note = manifest(table)  # closes every table
+    guard = _guard_rows(diffs, sets)
     parts = [
         "# Run comparison",
         "",
@@ -414,13 +419,13 @@ def render_markdown(
         "",
         results_table(table) if table.groups else "_No completed runs._",
         "",
-        manifest(table),
+        note,
         "",
         "## Per-class test accuracy (%)",
         "",
         per_class_table(table),
         "",
-        *([manifest(table), ""] if any(g.acc_per_class for g in table.groups) else []),
+        *([note, ""] if any(g.acc_per_class for g in table.groups) else []),
         "## Differences",
         "",
         "Pairs of groups that differ in exactly one setting (`n/a` matches anything when the "
@@ -441,13 +446,13 @@ def render_markdown(
         "",
         differences_table(diffs),
         "",
-        manifest(table),
+        note,
         "",
         "### Per-seed differences (pp)",
         "",
         per_seed_table(diffs),
         "",
-        manifest(table),
+        note,
         "",
         "### Per-image evidence",
         "",
@@ -462,7 +467,7 @@ def render_markdown(
         "",
         images_table(diffs),
         "",
-        manifest(table),
+        note,
         "",
         *(
             [
@@ -471,13 +476,13 @@ def render_markdown(
                 "The smallest p each test can reach with this many seeds (and sets): a test whose "
                 f"floor is above {1 - CONFIDENCE:.2f} can never reject, whatever the results.",
                 "",
-                guard_table(_guard_rows(diffs, sets)),
+                guard_table(guard),
                 "",
             ]
-            if _guard_rows(diffs, sets)
+            if guard
             else []
         ),
-        *(sets_section(sets, table) if sets is not None else []),
+        *(sets_section(sets, note) if sets is not None else []),
         "## Notes",
         "",
         notes_list(table),
@@ -696,10 +701,8 @@ def render_tex(table: Table, diffs: Sequence[Difference], sets: SetsAnalysis | N
     if sets is not None and sets.models:
         columns = ["model", *(f"{v} (%)" for v in sets.sets), "mean", "IQM"]
         rows = [
-            dict(zip(columns, [m.label, *(f"{100 * v:.2f}" for v in m.scores.mean(axis=0)),
-                               _iv(m.mean), _iv(m.iqm)], strict=True))
-            for m in sets.models
-        ]  # fmt: skip
+            dict(zip(columns, [m.label, *set_score_cells(m)], strict=True)) for m in sets.models
+        ]
         lines += _tex_table(
             "Test accuracy (\\%) on each distortion set (mean over seeds), its mean over sets "
             "and its interquartile mean over all seed $\\times$ set scores, with " + level

@@ -39,7 +39,7 @@ from torch.utils.data import (
 
 from stn_lab.data import sources
 from stn_lab.data.distortions import Distortion
-from stn_lab.errors import ConfigError
+from stn_lab.errors import ConfigError, whole_number
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -94,17 +94,6 @@ class EvalShard(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def whole_number(key: str, value, minimum: int) -> int:
-    """``value`` when it is an int >= ``minimum``; else a :class:`ConfigError` naming ``key``.
-
-    Hydra passes command-line values through as typed (``abc`` a str, ``1.5`` a float, ``true``
-    a bool), and none of those may stand for a count.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
-    return value
 
 
 class ImageDataModule(L.LightningDataModule):
