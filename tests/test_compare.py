@@ -804,6 +804,15 @@ def test_debug_runs_left_out_unless_asked(tmp_path: Path, capsys) -> None:
     assert "(n=1)" in md.split("## Results")[1]  # the results still hold one run
 
 
+def test_only_debug_runs_is_an_error_that_says_why(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "logs"
+    write_metrics(logs / "fdr", {**v2_metrics(1, 0.1), "debug": ["fast_dev_run"]})
+    code, _, stderr = run_main(logs, tmp_path / "out", capsys)
+    assert code == 1
+    assert "no completed runs to compare (1 debug run(s)" in stderr
+    assert "train without the debug flags" in stderr
+
+
 def test_v1_debug_flags_off_values_are_not_debug(tmp_path: Path) -> None:
     overrides = ["trainer.fast_dev_run=false", "trainer.limit_val_batches=1.0", "seed=0"]
     write_metrics(tmp_path / "r", metrics(CNN, 0, 0.8, overrides=overrides))

@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if not found.results:
-        print("compare: error: no completed runs to compare", file=sys.stderr)
+        debug = (
+            f" ({len(found.debug)} debug run(s), e.g. with limit_train_batches, are never "
+            "compared: train without the debug flags)"
+            if found.debug
+            else ""
+        )
+        print(f"compare: error: no completed runs to compare{debug}", file=sys.stderr)
         return 1
     return 0
