@@ -192,6 +192,14 @@ def test_log_every_n_steps_and_val_check_interval_count_optimiser_steps(tmp_path
     assert [int(r["step"]) for r in csv_rows(run_dir, "val/acc")] == [3, 7]
 
 
+def test_log_every_n_steps_zero_logs_no_step_loss_and_trains(tmp_path):
+    # Lightning accepts 0 (no step-level logging); the module follows Lightning's own test.
+    record, run_dir = run(tmp_path, ["trainer.max_steps=3", "trainer.log_every_n_steps=0",
+                                     NO_PICTURES])  # fmt: skip
+    assert record["status"] == "completed" and record["step"] == 3
+    assert not csv_rows(run_dir, "train/loss")
+
+
 @pytest.mark.slow
 def test_check_val_every_n_epoch(tmp_path):
     record, run_dir = run(
