@@ -430,6 +430,24 @@ def test_compare_shows_paired_rows_verdicts_evidence_and_manifest(tmp_path: Path
     assert "multiboot_low" in csv_text and ",better,B better" in csv_text
 
 
+def test_a_training_only_data_setting_keeps_the_per_image_evidence(tmp_path: Path) -> None:
+    # Batch size shapes training only: both groups score the same test images.
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        for batch in (32, 64):
+            root = tmp_path / "logs" / f"batch{batch}_seed{seed}"
+            write_run(root, "stn", seed, rng.uniform(size=40) < 0.8)
+            record = json.loads((root / "metrics.json").read_text())
+            record["config"]["data"]["batch_size"] = batch
+            (root / "metrics.json").write_text(json.dumps(record))
+    out = tmp_path / "out"
+    assert compare.main([str(tmp_path / "logs"), "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    evidence = md.split("### Per-image evidence")[1].split("###")[0]
+    assert "data.batch_size" in md and "| 40 |" in evidence
+    assert "different test images" not in md
+
+
 def test_disagreements_skipped_in_one_line_without_the_data(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(1)
     for seed in (0, 1):

@@ -40,8 +40,11 @@ MODEL = "model"
 BETTER = "better"
 EQUIVALENT = "equivalent"
 INCONCLUSIVE = "inconclusive"
-#: Settings that change the test images themselves (beside every ``data.*`` key).
+#: Settings that change the test images themselves (beside every ``data.*`` key but those of
+#: :data:`TRAINING_ONLY_DATA`).
 IMAGE_SETTINGS = ("data", "distortion")
+#: ``data.*`` keys that shape training only: the test split and its distortion stay the same.
+TRAINING_ONLY_DATA = ("data.batch_size", "data.eval_batch_size", "data.val_size")
 #: Half-width of the region of practical equivalence, in accuracy points (``--rope``).
 DEFAULT_ROPE = 0.5
 
@@ -399,7 +402,9 @@ def _evidence(d: Difference, analysis: Analysis, rng: np.random.Generator) -> Di
     paired = d.test is not None and d.test.test == PAIRED
     a, b = d.a.accs, d.b.accs
     images, missing = None, ""
-    if d.varied in IMAGE_SETTINGS or d.varied.startswith("data."):
+    if d.varied in IMAGE_SETTINGS or (
+        d.varied.startswith("data.") and d.varied not in TRAINING_ONLY_DATA
+    ):
         # Same indices, other pictures: an image-by-image pairing would compare unlike items.
         missing = f"the groups differ in {d.varied}, so they score different test images"
     else:
