@@ -44,7 +44,7 @@ data:
 compare:
 	$(PY) -m stn_lab.compare $(ARGS)
 
-# Refreshes the measured sections of docs/performance.md; ARGS="--quick --out FILE" for a smoke run.
+# Refreshes the measured sections of bench/results.md; ARGS="--quick --out FILE" for a smoke run.
 bench:
 	$(PY) -m stn_lab.bench $(ARGS)
 

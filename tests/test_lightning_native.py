@@ -154,6 +154,19 @@ def test_train_sums_fold_held_outputs_into_loss_correct_and_count():
     assert module._train_sums.tolist() == [0.5 * 3 + 2.0 * 2, 3.0, 5.0]
 
 
+def test_hook_name_is_a_plain_attribute_and_other_assignments_still_register():
+    module = ClassifierModule(
+        network={"_target_": "torch.nn.Identity"}, optimizer={"_target_": "torch.optim.SGD"},
+        num_classes=3,
+    )  # fmt: skip
+    module._current_fx_name = "training_step"  # what Lightning assigns around every hook
+    assert module.__dict__["_current_fx_name"] == "training_step"
+    module.extra = torch.nn.Linear(2, 2)  # nn.Module's bookkeeping for everything else
+    module.scale = torch.nn.Parameter(torch.ones(1))
+    assert "extra" in module._modules and "scale" in module._parameters
+    assert "extra" not in module.__dict__ and "scale" not in module.__dict__
+
+
 def test_train_loss_epoch_is_the_image_weighted_mean_of_the_steps_across_folds(
     tmp_path, monkeypatch
 ):

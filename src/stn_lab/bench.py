@@ -1,6 +1,6 @@
 """``python -m stn_lab.bench``: throughput, Lightning's overhead, data-pipeline speed and memory.
 
-Prints what it measured and refreshes those sections of ``docs/performance.md`` (each section
+Prints what it measured and refreshes those sections of ``bench/results.md`` (each section
 sits between ``<!-- bench:NAME -->`` markers, so the prose around them and the sections this run
 did not measure stay as they are). The machine is noisy (+-40% run to run), so every target is a
 ratio of two measurements taken in alternation within one run: models take turns in runs of 10
@@ -75,7 +75,7 @@ OVERHEAD_WORKLOADS = [("stn", 28, "none"), ("cnn", 28, "none"),
 OVERHEAD_TARGETS = {("stn", "RTS"): 0.95, ("cnn", "none"): 0.85}
 ANCHOR_RUN = ["data=fashion_mnist", "trainer.max_epochs=1"]
 ANCHOR_REFERENCES = ("stn_lab", "tutorial", "tutorial_tensors")  # the processes timed in turn
-DOCS = Path("docs/performance.md")
+RESULTS = Path("bench/results.md")  # the report; docs/performance.md explains it
 
 
 def setup(model: str, size: int, n_train: int, distortion: str = "none", extra=()):
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="few steps, 28 px (a minute); writes only with --out"
     )
-    parser.add_argument("--out", type=Path, help=f"the file to refresh (default: {DOCS})")
+    parser.add_argument("--out", type=Path, help=f"the file to refresh (default: {RESULTS})")
     parser.add_argument(
         "--anchor", action="store_true", help="also time a 1-epoch run against the tutorial's"
     )
@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         sections["accuracy"] = render_accuracy(acc)
     stamp = provenance(sys.argv[1:] if argv is None else argv)
     print("\n\n".join("\n".join(lines) for lines in sections.values()))
-    out = args.out or (None if args.quick else DOCS)
+    out = args.out or (None if args.quick else RESULTS)
     if out is not None:
         refresh(out, sections, stamp)
         print(f"refreshed {', '.join(sections)} in {out}")

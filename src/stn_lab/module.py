@@ -119,7 +119,7 @@ class ClassifierModule(L.LightningModule):
         # Training accuracy and mean loss are running sums (loss x images, correct, images),
         # reduced across DDP processes at the epoch's end: the documented cheaper equivalent of
         # torchmetrics objects, whose per-step update machinery costs several percent of a small
-        # CPU step (docs/performance.md). Same keys: train/acc, train/loss_epoch. Each step only
+        # CPU step (bench/results.md). Same keys: train/acc, train/loss_epoch. Each step only
         # holds its detached loss, logits and labels; every TRAIN_FOLD_STEPS steps (and at the
         # epoch's end) they are added to the sums in a few batched ops instead of ~10 per step.
         self._train_sums = torch.zeros(3)
@@ -134,6 +134,17 @@ class ClassifierModule(L.LightningModule):
         self.test_predictions: dict[str, torch.Tensor] | None = None
         self._test_outputs: list[tuple[torch.Tensor, ...]] = []
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning records the hook it is in by assigning _current_fx_name before and after
+        # every hook, about 40 times a training step. nn.Module.__setattr__ first searches the
+        # parameters, buffers and submodules for the name; a string needs none of that, and
+        # skipping the search is worth about 0.5% of the default workload's step
+        # (bench/results.md).
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
@@ -142,10 +153,11 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
+        step_loss = loss.detach()  # one detached view for the check, the sums and the log
         penalty = self.network.penalty()
         total = loss if penalty is None else loss + penalty
         if self.hparams.on_fault != "off":
-            fault = self._fault(total.detach())
+            fault = self._fault(step_loss if penalty is None else total.detach())
             if fault is not None and self.hparams.on_fault == "stop":
                 raise TrainingFault(
                     f"{fault} at step {self.global_step} (epoch {self.current_epoch + 1})"
@@ -155,15 +167,15 @@ class ClassifierModule(L.LightningModule):
                 self.log("train/skipped_batches", float(self.skipped_batches))
                 return None  # Lightning takes no optimiser step for this batch
         # Only steps that train are counted, so a skipped NaN step leaves no trace.
-        self._train_outputs.append((loss.detach(), logits.detach(), y))
+        self._train_outputs.append((step_loss, logits.detach(), y))
         if len(self._train_outputs) == TRAIN_FOLD_STEPS:
             self._fold_train_outputs()
         # Logged on the steps the loggers write, by Lightning's own test (every
         # log_every_n_steps steps, skipped batches counted, never when it is 0, and the last step
         # of a stopped run), not every step: each self.log call walks Lightning's result
-        # collection, about 0.2 ms here (docs/performance.md).
+        # collection, about 0.2 ms here (bench/results.md).
         if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss", loss.detach(), prog_bar=True)
+            self.log("train/loss", step_loss, prog_bar=True)
         return total
 
     def _fault(self, loss: torch.Tensor) -> str | None:

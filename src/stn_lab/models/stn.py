@@ -152,20 +152,20 @@ def grid_extents(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def step_health(
     loss: torch.Tensor, points: list[tuple[torch.Tensor, int]]
 ) -> tuple[float, list[float]]:
-    """One training step's loss value and, worst over the STNs, the fractions of its grids that
-    collapsed and that left the image (``[]`` without STNs); ``points`` is
+    """One training step's (detached) loss value and, worst over the STNs, the fractions of its
+    grids that collapsed and that left the image (``[]`` without STNs); ``points`` is
     :meth:`Network.health_points`.
 
     A grid collapsed when its whole output samples less than one input pixel (exact for the
     matrix families, whose extremes are at the corners); it left the image when none of its
     lattice points lies in it. Everything comes back in one read, and the two thresholds are
     counted in Python: in the training loop each small tensor op costs tens of microseconds
-    (docs/performance.md).
+    (bench/results.md).
     """
     if not points:
         return loss.item(), []
     extents = [e for p, _ in points for e in grid_extents(p)]
-    value, *rest = torch.cat([loss.detach().float().view(1), *extents]).tolist()
+    value, *rest = torch.cat([loss.float().view(1), *extents]).tolist()
     worst, offset = [0.0, 0.0], 0
     for p, in_size in points:
         n = p.shape[0]
