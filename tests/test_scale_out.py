@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stn_lab.config_path import compose_config
+from stn_lab.plugin_extras import PLUGINS, missing_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["data.num_train=512", "data.num_test=256"]
@@ -76,3 +78,34 @@ def test_dockerfile_installs_with_the_makefile_commands():
     assert f'ENTRYPOINT ["{python}", "-m", "stn_lab.train"]' in dockerfile
     copied = " ".join(re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE))
     assert all(name in copied for name in ("pyproject.toml", "src", "conf", "Makefile"))
+
+
+def test_a_missing_launcher_or_sweeper_plugin_is_one_line_naming_its_extra(tmp_path):
+    # The Optuna plugin hidden from this process, as in an install without the extra.
+    hide = (
+        "import importlib.util as u, runpy, sys; real = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if 'optuna' in name else real(name, *a); "
+        "sys.argv = ['stn_lab.train', '-m', 'hydra/sweeper=tune_lr', 'model=stn']; "
+        "runpy.run_module('stn_lab.train', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "error: hydra/sweeper=tune_lr needs the 'optuna' extra: pip install -e '.[optuna]'\n"
+    )
+    assert not (tmp_path / "logs").exists()  # refused before Hydra made a run folder
+
+
+def test_every_plugin_choice_names_an_extra_the_package_declares():
+    pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is not in Python 3.10)
+    for (group, option), (module, extra) in PLUGINS.items():
+        declared = f"\n{extra} = [" in pyproject  # an entry of [project.optional-dependencies]
+        assert declared and module.startswith("hydra_plugins."), (group, option)
+        assert missing_plugin([f"hydra/{group}={option}", "model=stn"]) in (
+            None,  # installed here
+            f"hydra/{group}={option} needs the {extra!r} extra: pip install -e '.[{extra}]'",
+        )
+    assert missing_plugin(["model=stn", "hydra.sweeper.n_trials=3"]) is None
+    assert (ROOT / "conf/hydra/sweeper/tune_lr.yaml").exists()  # the project's own option

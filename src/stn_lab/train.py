@@ -48,6 +48,7 @@ from stn_lab.loggers import (
     restore_history,
 )
 from stn_lab.module import ClassifierModule
+from stn_lab.plugin_extras import missing_plugin
 from stn_lab.run_record import (
     RESUMABLE,
     changed_settings,
@@ -391,5 +392,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if refusal := missing_plugin(sys.argv[1:]):  # before Hydra fails to compose the config
+        print(f"error: {refusal}", file=sys.stderr)
+        sys.exit(2)
     register_resolvers()  # before Hydra composes the run folder's name
     main()
