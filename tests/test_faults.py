@@ -107,10 +107,12 @@ def test_lattice_points_are_the_grid_at_the_lattice_corners_included():
     from stn_lab.models.stn import HEALTH_POINTS, lattice_points
 
     grid = torch.randn(3, 42, 42, 2)
-    points = lattice_points(grid).view(3, HEALTH_POINTS, HEALTH_POINTS, 2)
+    points = lattice_points(grid)  # coordinate-major: every x, then every y
+    assert points.shape == (3, 2, HEALTH_POINTS**2)
     index = torch.linspace(0, 41, HEALTH_POINTS).round().long()
-    torch.testing.assert_close(points, grid[:, index][:, :, index], rtol=0, atol=0)
-    assert torch.equal(points[:, -1, -1], grid[:, -1, -1])
+    expected = grid[:, index][:, :, index].reshape(3, -1, 2).transpose(1, 2)
+    torch.testing.assert_close(points, expected, rtol=0, atol=0)
+    assert torch.equal(points[:, :, -1], grid[:, -1, -1])  # the last corner, x and y
 
 
 def test_bounded_transforms_stay_near_the_identity():
