@@ -10,6 +10,7 @@ Tiny data: 256 synthetic images, 10% for validation (26), so 230 training images
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -152,6 +153,36 @@ def test_train_sums_fold_held_outputs_into_loss_correct_and_count():
     module._fold_train_outputs()
     assert module._train_outputs == []
     assert module._train_sums.tolist() == [0.5 * 3 + 2.0 * 2, 3.0, 5.0]
+
+
+def test_a_lightning_step_updates_the_network_exactly_as_a_plain_loop_does():
+    # The same batches (prepared once), the same seeded STN and the same optimiser groups: three
+    # steps of Lightning's loop with the module's training step (fault check, held outputs,
+    # logging) against zero_grad / forward / cross-entropy / backward / step written out.
+    overrides = [*TINY, "model=stn", "arch.classifier.dropout=0.0", "distortion=RTS"]
+    cfg = compose_config(overrides)
+    datamodule, _, module = build(cfg)
+    _, plain_network, plain_module = build(cfg)  # the same seed: the same initial weights
+    datamodule.setup()
+    batches = [
+        (datamodule.prepare_images(x, train=True), y)
+        for x, y in itertools.islice(datamodule.train_dataloader(), 3)
+    ]
+    trainer = L.Trainer(
+        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    optimizer = plain_module.configure_optimizers()
+    plain_network.train()
+    for x, y in batches:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(plain_network(x), y).backward()
+        optimizer.step()
+    trained, plain = module.network.state_dict(), plain_network.state_dict()
+    assert trainer.global_step == 3 and trained.keys() == plain.keys()
+    for name, value in plain.items():
+        torch.testing.assert_close(trained[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_hook_name_is_a_plain_attribute_and_other_assignments_still_register():
