@@ -197,8 +197,8 @@ def lightning_vs_plain(model: str, size: int, distortion: str, turns: int) -> di
     target, the same again with :class:`LossOnlyModule` gives Lightning's floor."""
     row = {"model": model, "distortion": distortion}
     floor = (model, distortion) in OVERHEAD_TARGETS
+    n_train = BATCH * (WARMUP + CHUNK * (turns + 2))
     for path in ("lightning", "floor") if floor else ("lightning",):
-        n_train = BATCH * (WARMUP + CHUNK * (turns + 2))
         floor_module = ["module._target_=stn_lab.bench.LossOnlyModule"] if path == "floor" else []
         cfg, datamodule, _, module = setup(model, size, n_train, distortion, floor_module)
         _, plain_data, plain_network, _ = setup(model, size, n_train, distortion)

@@ -173,7 +173,8 @@ class ClassifierModule(L.LightningModule):
         # Logged on the steps the loggers write, by Lightning's own test (every
         # log_every_n_steps steps, skipped batches counted, never when it is 0, and the last step
         # of a stopped run), not every step: each self.log call walks Lightning's result
-        # collection, about 0.2 ms here (bench/results.md).
+        # collection (logging every step cost about 3 points of Lightning/plain for the STN at
+        # 42 px, bench/results.md).
         if self.trainer._logger_connector.should_update_logs:
             self.log("train/loss", step_loss, prog_bar=True)
         return total
