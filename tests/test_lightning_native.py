@@ -313,6 +313,13 @@ def test_tensorboard_event_files_hold_the_metrics(tmp_path):
     assert csv_rows(run_dir, "test/acc")  # both loggers at once
 
 
+def test_checkpoint_saves_log_nothing_about_weights_only(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    record, run_dir = run(tmp_path, ["trainer.max_epochs=1", NO_PICTURES])
+    assert record["status"] == "completed" and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "weights_only" not in caplog.text
+
+
 def test_a_run_without_the_csv_logger_says_why_it_has_no_curves(tmp_path, caplog):
     pytest.importorskip("tensorboard")
     caplog.set_level(logging.INFO)

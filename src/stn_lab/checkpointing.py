@@ -92,7 +92,9 @@ class LastCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
-        trainer.save_checkpoint(self.path)
+        # The whole state (optimiser, loops, callbacks): last.ckpt is what a resume reads. Saying
+        # so also keeps Lightning from logging its default on every save.
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         every = self.every_n_train_steps
