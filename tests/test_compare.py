@@ -782,6 +782,24 @@ def test_duplicate_seed_counted_once_and_reported(tmp_path: Path, capsys) -> Non
 
 
 # ---------------------------------------------------------------- debug, interrupted, diverged
+def test_logger_copies_of_metrics_json_are_not_runs(tmp_path: Path, capsys) -> None:
+    # logger=[mlflow,wandb] keep copies of each run's metrics.json: MLflow's artifacts under
+    # logs/mlruns (or mlartifacts beside a database store), W&B's files inside the run folder.
+    logs = tmp_path / "logs"
+    run = write_metrics(logs / "runs" / "a", v2_metrics(0, 0.8))
+    text = (run / "metrics.json").read_text()
+    for copy in (logs / "mlruns/1/abc/artifacts", logs / "mlartifacts/1/abc/artifacts",
+                 run / "wandb/offline-run-1/files"):  # fmt: skip
+        copy.mkdir(parents=True)
+        (copy / "metrics.json").write_text(text)
+    assert records.find_run_dirs([logs]) == [run.resolve()]
+    code, _, _ = run_main(logs, tmp_path / "out", capsys)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert (
+        code == 0 and md.startswith("# Run comparison\n\n1 completed run") and "Duplicate" not in md
+    )
+
+
 def test_debug_runs_left_out_unless_asked(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
     write_metrics(logs / "real", v2_metrics(0, 0.7))

@@ -1,9 +1,10 @@
 """Reading runs: every run folder becomes one :class:`RunRecord`, whatever became of the run.
 
 :func:`load_runs` walks folders (single runs ``logs/runs/...`` and multirun jobs
-``logs/multiruns/<date>/<n>/`` alike) for any folder holding ``.hydra/`` or ``metrics.json``.
-Runs with no ``metrics.json``, a half-written or unreadable one, an unknown ``schema_version``
-or a failed status keep a one-line reason and are listed, never silently dropped.
+``logs/multiruns/<date>/<n>/`` alike) for any folder holding ``.hydra/`` or ``metrics.json``
+(but not the copies that loggers keep). Runs with no ``metrics.json``, a half-written or
+unreadable one, an unknown ``schema_version`` or a failed status keep a one-line reason and are
+listed, never silently dropped.
 
 A record's ``settings`` are what identify its group: the whole resolved Hydra config that the
 run recorded (schema 2), flattened to dotted keys, minus the seed and the other keys that
@@ -105,12 +106,21 @@ class RunSet:
             self.failed.append(record)
 
 
+#: Folders where MLflow keeps its runs' artifacts (a file store; a database store's artifacts).
+LOGGER_STORES = ("mlruns", "mlartifacts")
+
+
 class MetricsError(ValueError):
     """A required metrics.json field that is missing or not a number; the message says which."""
 
 
 def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """All run folders under ``dirs`` (recursive): folders holding ``.hydra/`` or metrics.json."""
+    """All run folders under ``dirs`` (recursive): folders holding ``.hydra/`` or metrics.json.
+
+    Loggers keep copies of a run's ``metrics.json`` (MLflow's artifacts in ``mlruns/`` beside the
+    runs, W&B's files inside the run folder); those copies are not runs, so the walk never goes
+    below a run folder nor into MLflow's stores.
+    """
     found: dict[Path, None] = {}
     for root in dirs:
         root = Path(root)
@@ -120,8 +130,13 @@ def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
             here = Path(dirpath)
             if ".hydra" in dirnames or METRICS_FILE in filenames:
                 found.setdefault(here.resolve(), None)
-            # Never descend into hidden folders (.hydra, .git, ...); sorted for a stable order.
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                dirnames[:] = []  # a run holds no other run
+                continue
+            # Never descend into hidden folders (.hydra, .git, ...) or logger stores; sorted for
+            # a stable order.
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and d not in LOGGER_STORES
+            )
     return sorted(found)
 
 
