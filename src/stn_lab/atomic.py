@@ -1,15 +1,21 @@
 """Atomic file writes: a crash mid-write never leaves a half file that a reader takes as valid.
 
-Used for everything other steps read back: ``metrics.json``, the ``compare`` outputs and the
-robustness curves. It imports nothing but the standard library, so ``compare`` stays free of
-model and training code.
+Used for everything other steps read back: ``metrics.json``, the ``compare`` outputs, the
+pictures and the robustness curves. :func:`atomic_write` takes bytes or text,
+:func:`atomic_csv` a header and rows, :func:`atomic_png` a matplotlib figure. It imports nothing
+of stn_lab (matplotlib only inside :func:`atomic_png`), so ``compare`` stays free of model and
+training code.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import secrets
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
@@ -35,3 +41,20 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV file (``header`` then ``rows``, ``\\n`` line ends) atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write(path, buffer.getvalue())
+
+
+def atomic_png(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Render a matplotlib figure to PNG in memory, then write it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write(path, buffer.getvalue())
+
