@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from stn_lab.build import build
 from stn_lab.config_path import CONFIG_DIR, compose_config
 from stn_lab.data.datamodules import ImageDataModule
-from stn_lab.loggers import build_callbacks, build_loggers
+from stn_lab.instantiators import build_callbacks
+from stn_lab.loggers import build_loggers
 from stn_lab.models.network import Network
 
 

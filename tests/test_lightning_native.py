@@ -28,7 +28,8 @@ from lightning_utilities.core.imports import RequirementCache
 from stn_lab.build import build
 from stn_lab.config_path import CONFIG_DIR, compose_config
 from stn_lab.errors import user_error_message
-from stn_lab.loggers import MissingExtra, build_callbacks, build_loggers
+from stn_lab.instantiators import MissingExtra, build_callbacks
+from stn_lab.loggers import build_loggers
 from stn_lab.module import ClassifierModule
 from stn_lab.train import train
 

@@ -1,11 +1,18 @@
-"""Config -> DataModule, network and LightningModule: the one place every entry point (train,
-evaluate, bench) builds a run, so none of them imports another."""
+"""Config -> DataModule, network, LightningModule and Trainer: the one place every entry point
+(train, evaluate, bench) builds a run, so none of them imports another."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from stn_lab.checkpointing import AtomicCheckpointIO
+from stn_lab.instantiators import build_callbacks, build_plugins, refuse_reserved
+from stn_lab.loggers import build_loggers
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -33,3 +40,33 @@ def build(cfg: DictConfig):
         num_classes=datamodule.num_classes,
     )
     return datamodule, module.network, module
+
+
+def trainer_settings(cfg: DictConfig) -> dict:
+    """``cfg.trainer`` as plain values, without the entries given the Trainer's own way
+    (``+trainer.callbacks``, ``+trainer.logger``, ``+trainer.plugins``): what the run trains
+    with, for the record and its debug flags."""
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("callbacks", "logger", "plugins"):
+        settings.pop(key, None)
+    return settings
+
+
+def build_trainer(cfg: DictConfig, run_dir: str | Path | None = None, **overrides: Any) -> L.Trainer:
+    """The Trainer of ``cfg.trainer`` with the ``callbacks`` and ``logger`` groups' entries (and any
+    given as ``trainer.callbacks``/``trainer.logger``/``trainer.plugins``), writing checkpoints
+    atomically, rooted at ``run_dir``. ``overrides`` replace Trainer arguments; a ``callbacks`` or
+    ``logger`` override also replaces the group's entries, which are then never built."""
+    extra = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings = trainer_settings(cfg)
+    refuse_reserved(settings)
+    if "callbacks" not in overrides:
+        overrides["callbacks"] = build_callbacks(cfg.get("callbacks"), extra.get("callbacks"))
+    if "logger" not in overrides:
+        overrides["logger"] = build_loggers(cfg.get("logger"), extra.get("logger")) or False
+    overrides.setdefault(
+        "plugins", [AtomicCheckpointIO(), *build_plugins(extra.get("plugins"))]
+    )
+    if run_dir is not None:
+        overrides.setdefault("default_root_dir", str(run_dir))
+    return instantiate(settings, **overrides)

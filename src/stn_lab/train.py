@@ -33,20 +33,13 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stn_lab.atomic import atomic_write
-from stn_lab.build import build, resolved
+from stn_lab.build import build, build_trainer, resolved, trainer_settings
 from stn_lab.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, check_readable
 from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.errors import UserError, user_error_message
-from stn_lab.loggers import (
-    build_callbacks,
-    build_loggers,
-    build_plugins,
-    publish_artifacts,
-    refuse_reserved,
-    restore_history,
-)
+from stn_lab.loggers import publish_artifacts, restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.plugin_extras import missing_plugin
 from stn_lab.run_record import (
@@ -142,25 +135,12 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     ckpt_path, trained = checkpoint_to_resume(cfg, run_dir)
     changes = check_resume(ckpt_path, trained, config) if ckpt_path else {}
     datamodule, network, module = build(cfg)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    extra_callbacks, extra_loggers, extra_plugins = (
-        trainer_cfg.pop("callbacks", None),
-        trainer_cfg.pop("logger", None),
-        trainer_cfg.pop("plugins", None),
-    )
-    refuse_reserved(trainer_cfg)
-    callbacks = build_callbacks(cfg.get("callbacks"), extra_callbacks)
-    loggers = build_loggers(cfg.get("logger"), extra_loggers)
+    trainer_cfg = trainer_settings(cfg)
+    trainer = build_trainer(cfg, run_dir)
+    callbacks = trainer.callbacks
     last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
     if last is not None:
         last.run_config = config
-    trainer: L.Trainer = instantiate(
-        trainer_cfg,
-        default_root_dir=str(run_dir),
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO(), *build_plugins(extra_plugins)],
-    )
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
     log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
