@@ -52,21 +52,26 @@ def trainer_settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def build_trainer(cfg: DictConfig, run_dir: str | Path | None = None, **overrides: Any) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    extra_callbacks: list[L.Callback] = (),
+    **overrides: Any,
+) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the ``callbacks`` and ``logger`` groups' entries (and any
-    given as ``trainer.callbacks``/``trainer.logger``/``trainer.plugins``), writing checkpoints
-    atomically, rooted at ``run_dir``. ``overrides`` replace Trainer arguments; a ``callbacks`` or
-    ``logger`` override also replaces the group's entries, which are then never built."""
+    given as ``trainer.callbacks``/``trainer.logger``/``trainer.plugins``) plus
+    ``extra_callbacks``, writing checkpoints atomically, rooted at ``run_dir``. ``overrides``
+    replace Trainer arguments; a ``callbacks`` or ``logger`` override also replaces the group's
+    entries, which are then never built."""
     extra = OmegaConf.to_container(cfg.trainer, resolve=True)
     settings = trainer_settings(cfg)
     refuse_reserved(settings)
     if "callbacks" not in overrides:
         overrides["callbacks"] = build_callbacks(cfg.get("callbacks"), extra.get("callbacks"))
+    overrides["callbacks"] = [*overrides["callbacks"], *extra_callbacks]
     if "logger" not in overrides:
         overrides["logger"] = build_loggers(cfg.get("logger"), extra.get("logger")) or False
-    overrides.setdefault(
-        "plugins", [AtomicCheckpointIO(), *build_plugins(extra.get("plugins"))]
-    )
+    overrides.setdefault("plugins", [AtomicCheckpointIO(), *build_plugins(extra.get("plugins"))])
     if run_dir is not None:
         overrides.setdefault("default_root_dir", str(run_dir))
     return instantiate(settings, **overrides)

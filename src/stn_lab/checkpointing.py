@@ -1,10 +1,8 @@
 """Checkpoints a run can trust: atomic writes, ``last.ckpt`` that is always the newest state, and a
 clean stop on SIGTERM (how SLURM pre-empts) or Ctrl-C.
 
-- :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin) writes every checkpoint to a
-  temporary file in the same folder and renames it, so a full disk or a kill mid-write never
-  leaves a truncated file under a valid-looking name. A failed write is a
-  :class:`CheckpointWriteError` (one line for the user).
+- :class:`AtomicCheckpointIO` is Lightning's atomic ``TorchCheckpointIO`` whose failed write (a
+  full disk, no permission) is a :class:`CheckpointWriteError` (one line for the user).
 - :class:`LastCheckpoint` refreshes ``last.ckpt`` every N optimiser steps, after every epoch,
   after the last step, and when the run is interrupted by a signal.
 - :func:`check_readable` turns a truncated or foreign file into one line naming it.
@@ -12,20 +10,17 @@ clean stop on SIGTERM (how SLURM pre-empts) or Ctrl-C.
 
 from __future__ import annotations
 
-import io
 import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from stn_lab.atomic import atomic_write
-from stn_lab.errors import UserError, whole_number
+from stn_lab.errors import UserError, first_line, whole_number
 
 log = logging.getLogger("stn_lab")
 LAST = "last.ckpt"
@@ -40,15 +35,16 @@ class CheckpointReadError(UserError, ValueError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into memory, then one atomic write (temporary file, fsync, rename)."""
+    """Lightning's own writer (atomic already: in memory, then one move into place); what it
+    lacks is a one-line error when the write fails, instead of a traceback."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
         try:
-            atomic_write(path, buffer.getvalue())
+            super().save_checkpoint(checkpoint, path, storage_options)
         except OSError as err:
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {err}") from None
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path}: {first_line(err)}"
+            ) from None
 
 
 def check_readable(path: str | Path) -> Path:
@@ -68,12 +64,21 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
+def signal_name(exception: BaseException) -> str | None:
+    """``SIGTERM`` or ``SIGINT`` when ``exception`` is how Lightning stops on that signal."""
+    if isinstance(exception, SIGTERMException):
+        return "SIGTERM"
+    return "SIGINT" if isinstance(exception, KeyboardInterrupt) else None
+
+
 class LastCheckpoint(L.Callback):
     """Keeps ``<dirpath>/last.ckpt`` as the run's newest state.
 
     It is written every ``every_n_train_steps`` optimiser steps (0 or ``None``: never between
     epochs), at the end of every training epoch (after its validation), after the last step, and
-    when SIGTERM or SIGINT stops the run; :attr:`interrupted_by` then names the signal.
+    when SIGTERM or SIGINT stops the run. What Lightning's ``ModelCheckpoint(save_last=True,
+    save_on_exception=True)`` lacks: it saves on *every* exception, so a training fault (a NaN
+    loss) would overwrite the last good state; this saves on the two signals only.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = 500):
@@ -81,13 +86,6 @@ class LastCheckpoint(L.Callback):
         every = whole_number("checkpoint_every_n_steps", every, 0)
         self.path = Path(dirpath) / LAST
         self.every_n_train_steps = every
-        self.interrupted_by: str | None = None
-        #: The run's resolved config, stored in every checkpoint (``state_dict``) so that a
-        #: resume can check it trains on with the same settings.
-        self.run_config: dict | None = None
-
-    def state_dict(self) -> dict:
-        return {"run_config": self.run_config}
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
@@ -108,13 +106,7 @@ class LastCheckpoint(L.Callback):
         self._save(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, SIGTERMException):
-            self.interrupted_by = "SIGTERM"
-        elif isinstance(exception, KeyboardInterrupt):
-            self.interrupted_by = "SIGINT"
-        else:
-            return
-        if trainer.state.fn == TrainerFn.FITTING:  # mid-fit (training or validating): keep it
+        signal = signal_name(exception)
+        if signal is not None and trainer.state.fn == TrainerFn.FITTING:  # mid-fit: keep it
             self._save(trainer)
-            step = trainer.global_step
-            log.warning("%s: saved %s at step %d", self.interrupted_by, self.path, step)
+            log.warning("%s: saved %s at step %d", signal, self.path, trainer.global_step)

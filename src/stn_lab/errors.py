@@ -11,7 +11,6 @@ module without loading the training stack.
 from __future__ import annotations
 
 
-
 class UserError(Exception):
     """A problem the user can fix (bad option value, missing data): shown as one line."""
 

@@ -25,9 +25,9 @@ log = logging.getLogger("stn_lab")
 
 def build_loggers(cfg_logger: Mapping | None, extra: Any = None) -> list[Logger]:
     """The ``logger`` group's entries, then any given as ``trainer.logger``."""
-    entries = entries(cfg_logger, "logger")
-    entries += [("trainer.logger", c) for c in as_list(extra, "trainer.logger")]
-    return [build_entry(name, _local_settings(conf), "logger") for name, conf in entries]
+    named = entries(cfg_logger, "logger")
+    named += [("trainer.logger", c) for c in as_list(extra, "trainer.logger")]
+    return [build_entry(name, _local_settings(conf), "logger") for name, conf in named]
 
 
 def _local_settings(conf: Any) -> Any:

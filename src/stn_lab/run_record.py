@@ -6,11 +6,6 @@ a half file that ``compare`` could read as valid.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from stn_lab.atomic import atomic_write
-
 SCHEMA_VERSION = 2
 #: Settings that never change what a run learns (where files go, how often things are printed or
 #: saved): a resume may change them, and ``compare`` does not group by them. Each entry covers
@@ -31,10 +26,6 @@ DEBUG_FLAGS = ("fast_dev_run", "limit_train_batches", "limit_val_batches", "limi
 NOT_APPLICABLE = "n/a"
 # Groups that only shape the STN: for a plain CNN their choice changes nothing.
 STN_ONLY_GROUPS = ("localiser", "localiser_size", "activation", "transform")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=2))
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -135,6 +126,7 @@ def metrics_record(
     skipped_batches: int = 0,
     params: dict | None = None,
     best_checkpoint: str | None = None,
+    selection: dict | None = None,
     config: dict | None = None,
     debug: list[str] | None = None,
     step: int = 0,
@@ -157,6 +149,9 @@ def metrics_record(
         "skipped_batches": skipped_batches,
         "params": params,
         "best_checkpoint": best_checkpoint,
+        # How the tested model was chosen: the checkpoint callback's monitor, mode and score,
+        # and whether the test scored that checkpoint ("best") or the last weights ("last").
+        "selection": selection,
         "config": config,
         "debug": debug or [],
         "step": step,

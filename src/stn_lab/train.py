@@ -1,67 +1,52 @@
 """Train one model (or, with ``-m``, a sweep): ``python -m stn_lab.train model=stn data=...``.
 
-Flow: seed everything -> build the DataModule -> build the network for the data's shape inside
-:class:`ClassifierModule` -> fit -> test on the best checkpoint -> write ``metrics.json``.
-Everything lands in the run's Hydra output directory (``logs/runs/...`` or
-``logs/multiruns/.../<job>``).
+Flow: compose (check the settings and any resume) -> build (seeded DataModule, module and
+Trainer, :mod:`stn_lab.build`) -> fit -> test the model the checkpoint callback kept -> record
+(:class:`stn_lab.record.RunRecorder`, the one writer of ``metrics.json``). Everything lands in
+the run's Hydra output directory (``logs/runs/...`` or ``logs/multiruns/.../<job>``), which one
+job at a time holds (:mod:`stn_lab.run_folder`).
 
 What the record says is what trained: ``metrics.json`` holds the resolved config; a finished
 run's folder is never rewritten with other settings; a resume may only change how long to train,
-and says so. SIGTERM and Ctrl-C save ``last.ckpt`` and record the run as ``interrupted``.
+and says so. SIGTERM and Ctrl-C save ``last.ckpt`` and record the run as ``interrupted``. A
+refused command leaves the folder's record, Hydra files and checkpoints as they were.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
-import shutil
 import signal
 import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from stn_lab.atomic import atomic_write
 from stn_lab.build import build, build_trainer, resolved, trainer_settings
-from stn_lab.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, check_readable
+from stn_lab.checkpointing import LAST, check_readable
 from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.epoch_log import EpochSummary
-from stn_lab.errors import UserError, user_error_message
-from stn_lab.loggers import publish_artifacts, restore_history
+from stn_lab.errors import UserError, first_line, user_error_message
+from stn_lab.loggers import restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.plugin_extras import missing_plugin
-from stn_lab.run_record import (
-    RESUMABLE,
-    changed_settings,
-    debug_flags,
-    metrics_record,
-    not_resumable,
-    record_choices,
-    write_json_atomic,
-)
+from stn_lab.record import RunRecorder, trained_config
+from stn_lab.run_folder import RUNNING, RunFolder
+from stn_lab.run_record import RESUMABLE, changed_settings, debug_flags, not_resumable
 
 log = logging.getLogger("stn_lab")
 
 #: Exit codes of a run stopped by a signal (the shell's 128 + signal number).
 SIGNAL_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-TRAINED_HYDRA = "trained"  # .hydra/trained/: the Hydra files of the run that completed
 RESUMABLE_TEXT = " and ".join(RESUMABLE)  # what a resume may change, for the refusals
-PREDICTIONS = "predictions.npy"
-PREDICTION_DTYPE = np.dtype(
-    [("index", "<i4"), ("pred", "i1"), ("label", "i1"), ("confidence", "<f2")]
-)
 
 
 class CompletedRunConflict(UserError):
@@ -95,15 +80,7 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, d
     path = check_readable(run_dir / "checkpoints" / LAST if ckpt == "last" else Path(ckpt))
     # Memory-mapped: only the small entries read here leave the disk (Lightning loads it again).
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    trained = next(
-        (
-            s.get("run_config")
-            for k, s in state.get("callbacks", {}).items()
-            if "LastCheckpoint" in k
-        ),
-        None,
-    )
-    return path, {"step": int(state.get("global_step", 0)), "config": trained}
+    return path, {"step": int(state.get("global_step", 0)), "config": trained_config(state)}
 
 
 def check_resume(path: Path, trained: dict, config: dict) -> dict:
@@ -112,7 +89,7 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     if trained.get("config") is None:
         return {}
     changed = changed_settings(trained["config"], config)
-    refused = not_resumable(changed)
+    refused = not_resumable(changed) | seed_change(trained["config"], config)
     if refused:
         raise UserError(
             f"cannot resume {path} with other settings ({describe(refused)}); only "
@@ -121,26 +98,45 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     return changed
 
 
+def seed_change(old: dict, new: dict) -> dict[str, tuple]:
+    """``{"seed": (old, new)}`` when the seeds differ. The seed never sets a run apart in a
+    comparison, but it is part of which run this is."""
+    return (
+        {} if old.get("seed") == new.get("seed") else {"seed": (old.get("seed"), new.get("seed"))}
+    )
+
+
 def describe(changed: dict[str, tuple]) -> str:
     """The first few changed settings, as ``key: old -> new``."""
     return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> dict:
-    """Run one training job in ``run_dir`` and return its ``metrics.json`` record."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict,
+    overrides: list[str],
+    recorder: RunRecorder | None = None,
+) -> dict:
+    """Run one training job in ``run_dir`` and return its ``metrics.json`` record: compose the
+    settings, build, fit, test, record."""
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     config = resolved(cfg)
     check_settings(cfg)
+    recorder = recorder or RunRecorder(RunFolder(run_dir), cfg.seed, choices, overrides,
+                                       cfg.model.get("stn") is not None)  # fmt: skip
     ckpt_path, trained = checkpoint_to_resume(cfg, run_dir)
     changes = check_resume(ckpt_path, trained, config) if ckpt_path else {}
+    resumes = recorder.previous_resumes()
+    if ckpt_path is not None:
+        resumes.append(
+            {"step": trained["step"], "changed": {k: list(v) for k, v in changes.items()}}
+        )
+    recorder.start(config, debug_flags(trainer_settings(cfg)), resumes)
+
     datamodule, network, module = build(cfg)
-    trainer_cfg = trainer_settings(cfg)
-    trainer = build_trainer(cfg, run_dir)
-    callbacks = trainer.callbacks
-    last = next((c for c in callbacks if isinstance(c, LastCheckpoint)), None)
-    if last is not None:
-        last.run_config = config
+    trainer = build_trainer(cfg, run_dir, extra_callbacks=[recorder])
     counts = network.parameter_counts()
     log.info("run dir: %s", run_dir)
     log.info("model: %d parameters (%d in the STN)", counts["total"], counts["stn"])
@@ -150,39 +146,20 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
             restore_history(trainer.loggers, trained["step"])
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
-    resumes = previous_resumes(run_dir)
-    if ckpt_path is not None:
-        resumes.append(
-            {"step": trained["step"], "changed": {k: list(v) for k, v in changes.items()}}
-        )
-    base = {
-        "seed": cfg.seed,
-        "choices": record_choices(choices, network.has_stn),
-        "overrides": overrides,
-        "config": config,
-        "debug": debug_flags(trainer_cfg),
-        "resumes": resumes,
-    }
+
     try:
         fit(trainer, module, datamodule, ckpt_path)
         # Read before testing: loading the best checkpoint restores the callbacks' state too.
-        best_ckpt = best_checkpoint(trainer)
-        best = best_ckpt.best_model_path if best_ckpt is not None else None
-        best_val = best_val_acc(trainer, best_ckpt)
-        summary = next((c for c in callbacks if isinstance(c, EpochSummary)), None)
+        best = tested_model(trainer, module, datamodule)
+        summary = next((c for c in trainer.callbacks if isinstance(c, EpochSummary)), None)
         seconds = [round(s, 3) for s in summary.seconds_per_epoch] if summary else []
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best["path"], verbose=False)
     except SystemExit as err:  # Lightning's way out on SIGTERM and Ctrl-C
-        name = last.interrupted_by if last is not None else None
-        if name is None:
+        if recorder.interrupted_by is None:
             raise
-        if trainer.is_global_zero:
-            write_json_atomic(
-                run_dir / "metrics.json",
-                metrics_record(status="interrupted", error=f"interrupted by {name}",
-                               step=trainer.global_step, epochs=trainer.current_epoch, **base),
-            )  # fmt: skip
-        raise Interrupted(name) from err
+        recorder.interrupted(trainer, recorder.interrupted_by)
+        raise Interrupted(recorder.interrupted_by) from err
+
     results = module.test_results
     diverged = is_diverged(results["loss"], datamodule.num_classes, cfg.faults)
     if trainer.is_global_zero:
@@ -190,51 +167,60 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         if diverged:
             log.warning("diverged: test loss %.3g is far above chance; check the learning rate",
                         results["loss"])  # fmt: skip
-    record = metrics_record(
-        status="completed",
-        class_names=list(datamodule.class_names),
-        test=results,
-        epochs=trainer.current_epoch,
-        step=trainer.global_step,
-        seconds_per_epoch=seconds,
-        skipped_batches=module.skipped_batches,
-        params=counts,
-        best_checkpoint=str(Path(best).relative_to(run_dir)) if best else None,
-        best_val_acc=best_val,
-        diverged=diverged,
-        predictions=PREDICTIONS,
-        **base,
+    return recorder.completed(
+        trainer,
+        results=dict(
+            class_names=list(datamodule.class_names),
+            test=results,
+            epochs=trainer.current_epoch,
+            step=trainer.global_step,
+            seconds_per_epoch=seconds,
+            skipped_batches=module.skipped_batches,
+            params=counts,
+            best_checkpoint=relative(best["path"], run_dir),
+            selection={k: best[k] for k in ("monitor", "mode", "score", "tested")},
+            best_val_acc=best["val_acc"],
+            diverged=diverged,
+        ),
+        files={"predictions": module.test_predictions},
     )
-    if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
-        write_predictions(run_dir / PREDICTIONS, module.test_predictions)
-        write_json_atomic(run_dir / "metrics.json", record)
-        keep_trained_hydra_files(run_dir)
-        files = [run_dir / "metrics.json", *sorted(run_dir.glob("*.png"))]
-        publish_artifacts(trainer.loggers, run_dir, files)
-    return record
 
 
-def write_predictions(path: Path, columns: dict[str, torch.Tensor]) -> None:
-    """Each test image's prediction as one structured ``.npy`` (8 bytes an image): ``index``,
-    ``pred``, ``label`` and softmax ``confidence``; ``compare`` pairs runs image by image."""
-    table = np.empty(len(columns["index"]), dtype=PREDICTION_DTYPE)
-    for name in table.dtype.names:
-        table[name] = columns[name].numpy()
-    buffer = io.BytesIO()
-    np.save(buffer, table)
-    atomic_write(path, buffer.getvalue())
+def relative(path: str | None, run_dir: Path) -> str | None:
+    """``path`` relative to the run folder (a record stays true when the folder moves)."""
+    if not path:
+        return None
+    path = Path(path)
+    return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
 
 
-def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best model by validation accuracy."""
-    return next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/acc"), None)
+def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
+    """Which model the test scores, and why: the model kept by the run's checkpoint callback
+    (Lightning's ``trainer.checkpoint_callback``, the first ``ModelCheckpoint`` configured),
+    whatever it monitors, or the last weights when there is none or it kept nothing.
 
-
-def best_val_acc(trainer: L.Trainer, best: ModelCheckpoint | None) -> float | None:
-    if best is not None and best.best_model_score is not None:
-        return float(best.best_model_score)
-    value = trainer.callback_metrics.get("val/acc")
-    return None if value is None else float(value)
+    A run that never validated (a step budget shorter than an epoch) is validated once here,
+    so that every completed run has a validation accuracy.
+    """
+    if "val/acc" not in trainer.callback_metrics and trainer.limit_val_batches != 0:
+        log.info("no validation ran during training: validating the last weights once")
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    val_acc = trainer.callback_metrics.get("val/acc")
+    best = {"path": None, "monitor": None, "mode": None, "score": None, "tested": "last",
+            "val_acc": None if val_acc is None else float(val_acc)}  # fmt: skip
+    keeper = trainer.checkpoint_callback
+    if isinstance(keeper, ModelCheckpoint) and keeper.best_model_path:
+        score = keeper.best_model_score
+        best.update(path=keeper.best_model_path, monitor=keeper.monitor, mode=keeper.mode,
+                    score=None if score is None else float(score), tested="best")  # fmt: skip
+        if keeper.monitor == "val/acc" and score is not None:
+            best["val_acc"] = float(score)
+        log.info("testing the checkpoint with the best %s (mode %s): %s",
+                 keeper.monitor, keeper.mode, Path(keeper.best_model_path).name)  # fmt: skip
+    else:
+        reason = "no ModelCheckpoint callback" if keeper is None else "no checkpoint was kept"
+        log.info("testing the last weights (%s)", reason)
+    return best
 
 
 def is_diverged(test_loss: float, num_classes: int, faults: DictConfig) -> bool:
@@ -243,52 +229,23 @@ def is_diverged(test_loss: float, num_classes: int, faults: DictConfig) -> bool:
     return not math.isfinite(test_loss) or test_loss > factor * math.log(num_classes)
 
 
-def read_record(run_dir: Path) -> dict | None:
-    """The folder's ``metrics.json``, or None when there is none (or it is unreadable)."""
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def previous_resumes(run_dir: Path) -> list[dict]:
-    """The resume history of an earlier record of this run (continued or interrupted)."""
-    return list((read_record(run_dir) or {}).get("resumes") or [])
-
-
-def keep_trained_hydra_files(run_dir: Path) -> None:
-    """Keep a copy of the completed run's ``.hydra`` files: Hydra rewrites them whenever a job
-    starts in this folder, and a refused re-run puts them back (:func:`guard_completed`)."""
-    hydra_dir = run_dir / ".hydra"
-    if not hydra_dir.is_dir():
-        return
-    keep = hydra_dir / TRAINED_HYDRA
-    keep.mkdir(exist_ok=True)
-    for path in hydra_dir.glob("*.yaml"):
-        shutil.copy2(path, keep / path.name)
-
-
-def guard_completed(run_dir: Path, record: dict | None, config: dict, resuming: bool) -> bool:
+def guard_completed(folder: RunFolder, record: dict | None, config: dict, resuming: bool) -> bool:
     """What to do in a folder that holds a completed run.
 
     ``record`` is the folder's ``metrics.json``. True (skip the job) when ``config`` would train
-    the very same run; False when there is no completed run or when a resume (``resuming``) only
-    trains it for longer. Anything else is a :class:`CompletedRunConflict`. When the job does
-    not train, the completed run's ``.hydra`` files (which Hydra has just rewritten) are put back
-    as they were when it trained.
+    the very same run (same seed too); False when there is no completed run or when a resume
+    (``resuming``) only trains it for longer. Anything else is a :class:`CompletedRunConflict`.
     """
     if record is None or record.get("status") != "completed" or not record.get("config"):
         return False
-    changed = changed_settings(record["config"], config)
-    if changed and resuming and not not_resumable(changed):
+    changed = changed_settings(record["config"], config) | seed_change(record["config"], config)
+    if changed and resuming and not not_resumable(changed) and "seed" not in changed:
         return False  # train on for longer: the record is rewritten when that run completes
-    for path in (run_dir / ".hydra" / TRAINED_HYDRA).glob("*.yaml"):
-        shutil.copy2(path, run_dir / ".hydra" / path.name)
     if not changed:
         return True
     raise CompletedRunConflict(
-        f"{run_dir} holds a completed run with other settings ({describe(changed)}); it is left "
-        "as it was: run into a new folder (a new sweep, or another hydra.run.dir)"
+        f"{folder.path} holds a completed run with other settings ({describe(changed)}); it is "
+        "left as it was: run into a new folder (a new sweep, or another hydra.run.dir)"
         + (f"; a resume may only change {RESUMABLE_TEXT}" if resuming else "")
     )
 
@@ -315,20 +272,6 @@ def fit(trainer: L.Trainer, module, datamodule, ckpt_path: Path | None) -> None:
         ) from None
 
 
-def record_failure(cfg: DictConfig, run_dir: Path, choices, overrides, message: str) -> None:
-    has_stn = cfg.model.get("stn") is not None
-    write_json_atomic(
-        run_dir / "metrics.json",
-        metrics_record(
-            status="failed",
-            seed=cfg.seed,
-            choices=record_choices(choices, has_stn),
-            overrides=overrides,
-            error=message,
-        ),
-    )
-
-
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Train one run; returns its best validation accuracy (what a sweeper should maximise;
@@ -336,27 +279,32 @@ def main(cfg: DictConfig) -> float | None:
     tune_cpu_runtime()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    choices = dict(hydra_cfg.runtime.choices)
-    overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    previous = read_record(run_dir)
-    # A completed run's record is never replaced by a failure (of a re-run or a continuation).
-    keep_record = previous is not None and previous.get("status") == "completed"
+    folder = RunFolder(run_dir)
+    has_stn = cfg.model.get("stn") is not None
+    choices, overrides = dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)
+    recorder = RunRecorder(folder, cfg.seed, choices, overrides, has_stn)
     try:
+        folder.lock()
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)
-        if guard_completed(run_dir, previous, resolved(cfg), resuming=bool(cfg.get("ckpt_path"))):
+        if guard_completed(folder, recorder.previous, resolved(cfg), bool(cfg.get("ckpt_path"))):
+            folder.restore()
             log.info("%s already completed (metrics.json): skipping", run_dir)
-            return previous.get("best_val_acc")
-        record = train(cfg, run_dir, choices, overrides)
+            return recorder.previous.get("best_val_acc")
+        folder.keep(RUNNING)
+        record = train(cfg, run_dir, recorder.base["choices"], recorder.base["overrides"], recorder)
     except Interrupted as err:
         log.error("%s: last.ckpt and metrics.json saved; resume with ckpt_path=last", err)
         sys.exit(SIGNAL_EXIT[err.signal_name])
     except Exception as err:
         message = user_error_message(err)
-        if not keep_record:
-            record_failure(cfg, run_dir, choices, overrides,
-                           message or f"{type(err).__name__}: {err}".splitlines()[0])  # fmt: skip
+        if recorder.config is None:  # refused before it started: the folder stays as it was
+            folder.restore()
+            if recorder.previous is None and not folder.held_by_other:
+                recorder.failed(message or first_line(err))
+        else:
+            recorder.failed(message or first_line(err))
         if multirun:
             # One bad job must not stop the sweep; compare lists it as failed.
             if message is None:
@@ -368,6 +316,8 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug: keep the traceback
         log.error("error: %s", message)
         sys.exit(2)
+    finally:
+        folder.unlock()
     return record["best_val_acc"]
 
 

@@ -1,0 +1,85 @@
+"""A run folder's guard: one job at a time, and a refused command leaves it as it was.
+
+Hydra rewrites ``<run>/.hydra/*.yaml`` before ``train`` sees the command, so the folder keeps two
+copies of those files: ``.hydra/trained/`` (the job that ``metrics.json`` describes, kept by the
+record writer) and ``.hydra/running/`` (the job that holds the folder's lock now). A refused
+command puts back the running job's files when another job holds the lock, else the recorded
+ones. The lock is an ``flock`` on ``<run>/.lock``, released by the kernel when its process ends,
+so a killed run never leaves the folder locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from stn_lab.errors import UserError
+
+RECORDED = "trained"  # the name earlier versions gave it, so their run folders keep working
+RUNNING = "running"
+LOCK = ".lock"
+
+
+class FolderBusy(UserError):
+    """Another job is running in this run folder."""
+
+
+def is_first_process() -> bool:
+    """Whether this is the launching process (Lightning starts DDP's others with LOCAL_RANK>0)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+class RunFolder:
+    """The run folder ``path``: :meth:`lock` it, :meth:`restore` its Hydra files after a refusal,
+    :meth:`keep` the Hydra files of the running or recorded job."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.hydra = self.path / ".hydra"
+        self._lock_fd: int | None = None
+        self.held_by_other = False
+
+    def lock(self) -> None:
+        """Take the folder's lock; :class:`FolderBusy` when another job holds it."""
+        if not is_first_process():
+            return  # DDP's other processes work inside the launching process's lock
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self.held_by_other = True
+            raise FolderBusy(
+                f"{self.path} is in use by another run: wait for it to end, or run into another "
+                "folder (hydra.run.dir)"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def keep(self, which: str) -> None:
+        """Copy the Hydra files of this job into ``.hydra/<which>/`` (``running`` or
+        ``recorded``)."""
+        if not self.hydra.is_dir():
+            return
+        keep = self.hydra / which
+        keep.mkdir(exist_ok=True)
+        for path in self.hydra.glob("*.yaml"):
+            shutil.copy2(path, keep / path.name)
+
+    def restore(self, which: str | None = None) -> None:
+        """Put back the Hydra files that Hydra rewrote for a job that does not train: those of
+        ``which`` (``running`` or ``recorded``), by default the running job's while another holds
+        the lock, else the recorded job's (if any)."""
+        which = which or (RUNNING if self.held_by_other else RECORDED)
+        source = self.hydra / which
+        if not source.is_dir() and which == RUNNING:
+            source = self.hydra / RECORDED
+        for path in source.glob("*.yaml"):
+            shutil.copy2(path, self.hydra / path.name)
