@@ -1,6 +1,7 @@
-"""The bench's anchor reference: the PyTorch STN tutorial's loop, as written and on tensors, runs
-offline on IDX files laid out the way each side reads them (speed is measured by ``make bench``,
-never here)."""
+"""The bench's parts run and report what they measured (speed itself is measured by ``make bench``,
+never here): the anchor's reference, the PyTorch STN tutorial's loop, as written and on tensors,
+runs offline on IDX files laid out the way each side reads them; the Lightning/plain comparison
+runs on a Trainer built by ``build_trainer``; the report refreshes its own sections."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stn_lab.bench import tutorial_stn_epoch
+from stn_lab.benchmarks.tutorial import tutorial_stn_epoch
 from stn_lab.data.sources import copy_idx_folder
 
 
@@ -36,7 +37,7 @@ def test_tutorial_reference_trains_and_tests_offline(
 
 
 def test_refresh_rewrites_its_own_sections_and_keeps_the_rest(tmp_path):
-    from stn_lab.bench import refresh
+    from stn_lab.benchmarks.report import refresh
 
     report = tmp_path / "bench" / "results.md"
     first = refresh(report, {"overhead": ["old table"], "memory": ["1000 MB"]}, "_stamp 1_")
@@ -50,9 +51,35 @@ def test_refresh_rewrites_its_own_sections_and_keeps_the_rest(tmp_path):
 
 
 def test_the_committed_report_holds_every_section_the_bench_writes():
-    from stn_lab.bench import RESULTS
+    from stn_lab.benchmarks.report import RESULTS
 
     text = (Path(__file__).resolve().parents[1] / RESULTS).read_text()
     for name in ("throughput", "overhead", "data", "memory", "anchor", "accuracy"):
         assert f"<!-- bench:{name} -->\n_Measured " in text, name
     assert "## Before and after" in text
+
+
+def test_lightning_vs_plain_times_both_paths_on_the_runs_own_trainer(monkeypatch):
+    from stn_lab import build
+    from stn_lab.benchmarks import overhead
+
+    built = []
+
+    def recording_build_trainer(cfg, **overrides):
+        trainer = build.build_trainer(cfg, **overrides)
+        built.append((overrides["callbacks"], trainer))
+        return trainer
+
+    monkeypatch.setattr(overhead, "build_trainer", recording_build_trainer)
+    monkeypatch.setattr(overhead, "WARMUP", 2)  # short turns: this checks the wiring, not speed
+    monkeypatch.setattr(overhead, "CHUNK", 2)
+    row = overhead.lightning_vs_plain("cnn", 28, "none", turns=1)
+    # The CNN has a target, so its floor (LossOnlyModule) is measured too: two Trainers, each
+    # with only the timing callback, no logger and no checkpoints.
+    assert len(built) == 2
+    for callbacks, trainer in built:
+        assert [type(c).__name__ for c in callbacks] == ["_Interleave"]
+        assert trainer.loggers == [] and trainer.checkpoint_callback is None
+    assert row["model"] == "cnn" and row["px"] == 28
+    assert row["lightning_ratio"] > 0 and row["floor_ratio"] > 0
+    assert row["plain_ms"] > 0 and row["lightning_ms"] > 0
