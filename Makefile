@@ -3,19 +3,25 @@ PY ?= .venv/bin/python
 DATA ?= $(or $(STN_LAB_DATA),data)
 ARGS ?=
 EXTRAS ?= dev
+PYTEST_ARGS ?=
 
-.PHONY: install test test-all train lint format data compare bench clean
+.PHONY: install test test-slow test-all train lint format data compare bench clean
 
 install:
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[$(EXTRAS)]'
 
+# The fast set (under 2 minutes on 2 cores), the slow end-to-end set, or both; PYTEST_ARGS adds
+# pytest flags (PYTEST_ARGS="--durations=15" lists the slowest tests). docs/testing.md.
 test:
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow:
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
 
 test-all:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 train:
 	$(PY) -m stn_lab.train $(ARGS)
