@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stn_lab import evaluate as ev
+from stn_lab import robustness as rb
 from stn_lab.build import build
 from stn_lab.config_path import compose_config
 from stn_lab.errors import ConfigError
@@ -105,7 +106,7 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("kind", ev.KINDS)
+@pytest.mark.parametrize("kind", rb.KINDS)
 def test_each_kind_writes_csv_png_and_one_log_line_per_value(
     runs, kind, tmp_path, evaluate_cli, caplog
 ):
@@ -115,9 +116,9 @@ def test_each_kind_writes_csv_png_and_one_log_line_per_value(
     assert code == 0, output
     rows = read_rows(tmp_path / f"robustness_{kind}.csv")
     assert list(rows[0]) == ["model", "value", "accuracy"]
-    assert len(rows) == ev.DEFAULT_POINTS[kind] and {r["model"] for r in rows} == {"stn"}
+    assert len(rows) == rb.DEFAULT_POINTS[kind] and {r["model"] for r in rows} == {"stn"}
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
-    (identity,) = [r for r in rows if float(r["value"]) == ev.IDENTITY[kind]]
+    (identity,) = [r for r in rows if float(r["value"]) == rb.IDENTITY[kind]]
     assert float(identity["accuracy"]) == pytest.approx(clean_accuracy(ckpt, overrides), abs=1e-6)
     assert (tmp_path / f"robustness_{kind}.png").read_bytes()[:8] == PNG_MAGIC
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"stn | {kind} ")]
@@ -125,20 +126,20 @@ def test_each_kind_writes_csv_png_and_one_log_line_per_value(
 
 
 def test_sweep_ranges():
-    assert ev.sweep_values("rotation", 28) == list(range(-180, 181, 30))
-    assert ev.sweep_values("scale", 28) == pytest.approx([0.5 + 0.1 * i for i in range(11)])
-    assert 1.0 in ev.sweep_values("scale", 28)
-    assert ev.sweep_values("shift", 28) == [0, 2, 4, 6, 8, 10, 12, 14]  # centre reaches the edge
-    assert ev.sweep_values("shift", 42, num_points=4) == [0, 7, 14, 21]
+    assert rb.sweep_values("rotation", 28) == list(range(-180, 181, 30))
+    assert rb.sweep_values("scale", 28) == pytest.approx([0.5 + 0.1 * i for i in range(11)])
+    assert 1.0 in rb.sweep_values("scale", 28)
+    assert rb.sweep_values("shift", 28) == [0, 2, 4, 6, 8, 10, 12, 14]  # centre reaches the edge
+    assert rb.sweep_values("shift", 42, num_points=4) == [0, 7, 14, 21]
     with pytest.raises(ConfigError, match="rotation, scale, shift"):
-        ev.sweep_values("skew", 28)
+        rb.sweep_values("skew", 28)
 
 
 def test_shift_moves_the_image_along_x():
     image = torch.zeros(1, 1, 8, 8)
     image[0, 0, 3, 3] = 1.0
-    params = ev.distortion_params("shift", 2.0, 1)
-    moved = ev.AffineDistortion().apply(image, params)
+    params = rb.distortion_params("shift", 2.0, 1)
+    moved = rb.AffineDistortion().apply(image, params)
     assert moved[0, 0].argmax().item() == 3 * 8 + 5
 
 
@@ -161,13 +162,13 @@ def test_robustness_curve_and_score_functions(runs):
     loaded = ev.load(ckpt, data=None, distortion=None)
     assert loaded.label == "cnn" and loaded.datamodule.distortion is None
     loaded.module.train()
-    curve = ev.robustness_curve(loaded.module, loaded.datamodule, "rotation", [90.0, 0.0], limit=10)
+    curve = rb.robustness_curve(loaded.module, loaded.datamodule, "rotation", [90.0, 0.0], limit=10)
     assert [v for v, _ in curve] == [90.0, 0.0]
     assert all(a * 10 == round(a * 10) for _, a in curve)  # 10 images
     assert loaded.module.training  # its own mode is restored
-    full = ev.robustness_curve(loaded.module.network, loaded.datamodule, "scale", [1.0])
+    full = rb.robustness_curve(loaded.module, loaded.datamodule, "scale", [1.0])
     assert full[0][1] == pytest.approx(clean_accuracy(ckpt, overrides), abs=1e-6)
-    assert ev.score(loaded.module, loaded.datamodule) == full[0][1]
+    assert rb.score(loaded.module, loaded.datamodule) == full[0][1]
 
 
 def test_compare_overlays_both_models(runs, tmp_path, evaluate_cli):
@@ -175,7 +176,7 @@ def test_compare_overlays_both_models(runs, tmp_path, evaluate_cli):
     args = [f"ckpt_path={stn}", f"compare={cnn}", "robustness=scale", "num_points=5"]
     code, output = evaluate_cli([*args, f"out_dir={tmp_path}"])
     assert code == 0, output
-    curves = ev.read_csv(tmp_path / "robustness_scale.csv")
+    curves = rb.read_csv(tmp_path / "robustness_scale.csv")
     assert list(curves) == ["stn", "cnn"] and all(len(c) == 5 for c in curves.values())
     for name in ("stn", "cnn"):
         identity = dict(curves[name])[1.0]
@@ -187,7 +188,8 @@ def test_out_dir_defaults_to_the_run_folder(runs, evaluate_cli):
     ckpt = runs["cnn"][0]
     code, output = evaluate_cli([f"ckpt_path={ckpt}", "robustness=shift", "limit=8"])
     assert code == 0, output
-    assert len(read_rows(ckpt.parent.parent / "robustness_shift.csv")) == 8
+    assert len(read_rows(ckpt.parent.parent / "robustness_shift_limit8.csv")) == 8
+    assert not (ckpt.parent.parent / "robustness_shift.csv").exists()
 
 
 def test_score_on_the_runs_own_distortion_matches_its_test_accuracy(runs, evaluate_cli):
@@ -200,6 +202,39 @@ def test_score_on_the_runs_own_distortion_matches_its_test_accuracy(runs, evalua
     (row,) = read_rows(ckpt.parent.parent / "score_synthetic_RTS.csv")
     assert row == {"model": "stn", "data": "synthetic", "distortion": "RTS", "images": "64",
                    "accuracy": f"{recorded:.6f}"}  # fmt: skip
+
+
+def test_score_defaults_to_the_runs_own_data_and_distortion(runs, evaluate_cli):
+    """No data=, no distortion=: the run's own test images (RTS here), so the score is the one
+    the run recorded; a limited look writes its own file and leaves the full one alone."""
+    ckpt = runs["stn_rts"][0]
+    run_dir = ckpt.parent.parent
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test"]["acc"]
+    code, output = evaluate_cli([f"ckpt_path={ckpt}"])
+    assert code == 0, output
+    (row,) = read_rows(run_dir / "score_synthetic_RTS.csv")
+    assert (row["distortion"], row["accuracy"]) == ("RTS", f"{recorded:.6f}")
+    full = (run_dir / "score_synthetic_RTS.csv").read_bytes()
+    code, output = evaluate_cli([f"ckpt_path={ckpt}", "limit=10"])
+    assert code == 0, output
+    assert read_rows(run_dir / "score_synthetic_RTS_limit10.csv")[0]["images"] == "10"
+    assert (run_dir / "score_synthetic_RTS.csv").read_bytes() == full
+
+
+def test_a_checkpoint_of_another_program_is_named_as_such(tmp_path, evaluate_cli):
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, other)
+    code, output = evaluate_cli([f"ckpt_path={other}"])
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert output.startswith(f"error: {other} is not a stn_lab checkpoint")
+
+
+def test_a_results_folder_that_cannot_be_written_is_one_line(runs, tmp_path, evaluate_cli):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder should be")
+    code, output = evaluate_cli([f"ckpt_path={runs['cnn'][0]}", f"out_dir={blocked}/out"])
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert output.startswith("error: could not write the results: ")
 
 
 def test_score_a_checkpoint_anywhere_on_any_data_and_distortion(runs, tmp_path, evaluate_cli):
@@ -265,7 +300,7 @@ def test_missing_or_truncated_checkpoint_exit_2(runs, tmp_path, evaluate_cli):
         (["robustness=skew"], "unknown robustness kind 'skew'; valid choices: rotation, scale, "),
         (["robustness=shift", "num_points=1"], "num_points must be a whole number >= 2, got 1"),
         (["robustness=shift", "limit=all"], "limit must be a whole number >= 1, got 'all'"),
-        (["device=tpu"], "bad device 'tpu'"),
+        (["device=tpu"], "device must be auto, cpu or cuda, got 'tpu'"),
         ([], "ckpt_path=<run>/checkpoints/<name>.ckpt is required"),
     ],
 )

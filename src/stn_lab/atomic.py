@@ -57,4 +57,3 @@ def atomic_png(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return atomic_write(path, buffer.getvalue())
-

@@ -75,3 +75,12 @@ def build_trainer(
     if run_dir is not None:
         overrides.setdefault("default_root_dir", str(run_dir))
     return instantiate(settings, **overrides)
+
+
+def scoring_trainer(accelerator: str | None = None) -> L.Trainer:
+    """A quiet one-device Trainer that only scores (``evaluate`` and robustness curves), on
+    Lightning's ``accelerator`` (``cpu``, ``gpu``, ``auto``; None: the CPU)."""
+    return L.Trainer(
+        accelerator=accelerator or "cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[],
+    )  # fmt: skip

@@ -30,7 +30,7 @@ from stn_lab.atomic import atomic_write
 from stn_lab.checkpointing import signal_name
 from stn_lab.errors import UserError, first_line
 from stn_lab.loggers import publish_artifacts
-from stn_lab.run_folder import RECORDED, RunFolder
+from stn_lab.run_folder import RECORDED, RUNNING, RunFolder
 from stn_lab.run_record import metrics_record, record_choices
 
 log = logging.getLogger("stn_lab")
@@ -102,6 +102,7 @@ class RunRecorder(L.Callback):
         """The job was accepted and will train: hold the reserve, remember the settings."""
         self.config = config
         self.base.update(config=config, debug=debug, resumes=resumes)
+        self.folder.keep(RUNNING)
         try:
             reserve = self.path / RESERVE
             self.path.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,9 @@ class RunFolder:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        """Release the lock; the running job's copy of the Hydra files goes with it."""
         if self._lock_fd is not None:
+            shutil.rmtree(self.hydra / RUNNING, ignore_errors=True)
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 

@@ -39,7 +39,7 @@ from stn_lab.loggers import restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.plugin_extras import missing_plugin
 from stn_lab.record import RunRecorder, trained_config
-from stn_lab.run_folder import RUNNING, RunFolder
+from stn_lab.run_folder import RunFolder
 from stn_lab.run_record import RESUMABLE, changed_settings, debug_flags, not_resumable
 
 log = logging.getLogger("stn_lab")
@@ -197,7 +197,8 @@ def relative(path: str | None, run_dir: Path) -> str | None:
 def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
     """Which model the test scores, and why: the model kept by the run's checkpoint callback
     (Lightning's ``trainer.checkpoint_callback``, the first ``ModelCheckpoint`` configured),
-    whatever it monitors, or the last weights when there is none or it kept nothing.
+    whatever it monitors, or the last weights when there is none (Lightning's default one
+    monitors nothing) or it kept nothing.
 
     A run that never validated (a step budget shorter than an epoch) is validated once here,
     so that every completed run has a validation accuracy.
@@ -209,7 +210,7 @@ def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
     best = {"path": None, "monitor": None, "mode": None, "score": None, "tested": "last",
             "val_acc": None if val_acc is None else float(val_acc)}  # fmt: skip
     keeper = trainer.checkpoint_callback
-    if isinstance(keeper, ModelCheckpoint) and keeper.best_model_path:
+    if isinstance(keeper, ModelCheckpoint) and keeper.monitor and keeper.best_model_path:
         score = keeper.best_model_score
         best.update(path=keeper.best_model_path, monitor=keeper.monitor, mode=keeper.mode,
                     score=None if score is None else float(score), tested="best")  # fmt: skip
@@ -218,7 +219,11 @@ def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
         log.info("testing the checkpoint with the best %s (mode %s): %s",
                  keeper.monitor, keeper.mode, Path(keeper.best_model_path).name)  # fmt: skip
     else:
-        reason = "no ModelCheckpoint callback" if keeper is None else "no checkpoint was kept"
+        reason = (
+            "no ModelCheckpoint callback" if keeper is None
+            else "the checkpoint callback monitors nothing" if not keeper.monitor
+            else "no checkpoint was kept"
+        )  # fmt: skip
         log.info("testing the last weights (%s)", reason)
     return best
 
@@ -292,7 +297,6 @@ def main(cfg: DictConfig) -> float | None:
             folder.restore()
             log.info("%s already completed (metrics.json): skipping", run_dir)
             return recorder.previous.get("best_val_acc")
-        folder.keep(RUNNING)
         record = train(cfg, run_dir, recorder.base["choices"], recorder.base["overrides"], recorder)
     except Interrupted as err:
         log.error("%s: last.ckpt and metrics.json saved; resume with ckpt_path=last", err)

@@ -1,0 +1,177 @@
+"""The run record through the real command line: which model the test scores, what the record says
+about it, and that a refused command leaves the run folder byte for byte as it was."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+CNN = ["model=cnn", "trainer.max_epochs=3", "seed=0"]
+
+
+def record_of(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def epoch_metrics(run: Path, key: str) -> dict[int, float]:
+    """``{epoch: value}`` of one validation metric, from the CSV logger's file."""
+    (path,) = run.glob("csv/**/metrics.csv")
+    with path.open() as fh:
+        return {int(r["epoch"]): float(r[key]) for r in csv.DictReader(fh) if r.get(key)}
+
+
+def snapshot(run: Path) -> dict[str, str]:
+    """Digest of every file a refusal must leave alone: the record, .hydra and checkpoints."""
+    files = [run / "metrics.json", *run.glob(".hydra/**/*"), *run.glob("checkpoints/*")]
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(files)
+        if p.is_file()
+    }
+
+
+def refused(result) -> str:
+    """The run was refused in one line with exit 2; that line."""
+    assert result.returncode == 2, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if "error:" in line]
+    assert "Traceback" not in result.stdout
+    return line
+
+
+def test_the_record_names_the_monitor_and_tests_its_best_epoch(tmp_path, train_run):
+    run = tmp_path / "run"
+    result = train_run([*CNN, "callbacks.best_checkpoint.monitor=val/loss",
+                        "callbacks.best_checkpoint.mode=min", f"hydra.run.dir={run}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    record = record_of(run)
+    losses = epoch_metrics(run, "val/loss")
+    lowest = min(losses, key=losses.get)
+    assert record["best_checkpoint"].startswith(f"checkpoints/epoch{lowest:03d}-")
+    assert (run / record["best_checkpoint"]).is_file()
+    assert record["selection"] == {
+        "monitor": "val/loss", "mode": "min", "score": pytest.approx(losses[lowest], abs=1e-6),
+        "tested": "best",
+    }  # fmt: skip
+    assert "testing the checkpoint with the best val/loss (mode min)" in result.stdout
+
+
+def test_without_a_checkpoint_callback_the_last_weights_are_tested_and_said(tmp_path, train_run):
+    run = tmp_path / "run"
+    result = train_run([*CNN, "~callbacks.best_checkpoint", f"hydra.run.dir={run}"])
+    assert result.returncode == 0, result.stdout
+    record = record_of(run)
+    assert record["best_checkpoint"] is None
+    assert record["selection"]["tested"] == "last" and record["selection"]["monitor"] is None
+    # Lightning adds its own ModelCheckpoint, which keeps the newest weights.
+    assert "testing the last weights (the checkpoint callback monitors nothing)" in result.stdout
+    accs = epoch_metrics(run, "val/acc")
+    assert record["best_val_acc"] == pytest.approx(accs[max(accs)], abs=1e-6)
+
+
+def test_a_step_budget_shorter_than_an_epoch_still_validates(tmp_path, train_run):
+    run = tmp_path / "run"
+    result = train_run(["model=cnn", "trainer.max_steps=3", f"hydra.run.dir={run}"])
+    assert result.returncode == 0, result.stdout
+    record = record_of(run)
+    assert record["step"] == 3
+    assert record["best_val_acc"] is not None
+    assert "no validation ran during training: validating the last weights once" in result.stdout
+
+
+def test_a_renamed_last_checkpoint_still_guards_the_resume(tmp_path, train_run):
+    """The trained config travels in the checkpoint under its own key, so a subclass of the
+    last-checkpoint callback (another name, another state key) cannot switch the guard off."""
+    (tmp_path / "keepers.py").write_text(
+        "from stn_lab.checkpointing import LastCheckpoint\n\n\n"
+        "class KeepNewest(LastCheckpoint):\n    pass\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    first, second = tmp_path / "first", tmp_path / "second"
+    rename = ["callbacks.last_checkpoint._target_=keepers.KeepNewest"]
+    result = train_run(["model=cnn", "trainer.max_epochs=1", *rename, f"hydra.run.dir={first}"],
+                       env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    last = first / "checkpoints" / "last.ckpt"
+    result = train_run(["model=cnn", *rename, f"ckpt_path={last}", "trainer.max_epochs=2",
+                        "optimizer.lr=0.01", f"hydra.run.dir={second}"], env=env)  # fmt: skip
+    line = refused(result)
+    assert "cannot resume" in line and "optimizer.lr: 0.001 -> 0.01" in line
+    assert not (second / "checkpoints").exists()
+
+
+def test_another_seed_into_a_completed_folder_is_refused_and_changes_nothing(tmp_path, train_run):
+    run = tmp_path / "run"
+    assert train_run(["model=cnn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]).returncode == 0
+    before = snapshot(run)
+    line = refused(train_run(["model=cnn", "trainer.max_epochs=1", "seed=1",
+                              f"hydra.run.dir={run}"]))  # fmt: skip
+    assert "seed: 0 -> 1" in line
+    assert snapshot(run) == before
+    # The same command as the completed run is skipped, and changes nothing either.
+    again = train_run(["model=cnn", "trainer.max_epochs=1", f"hydra.run.dir={run}"])
+    assert again.returncode == 0 and "already completed" in again.stdout
+    assert snapshot(run) == before
+
+
+def test_a_refused_resume_of_a_truncated_checkpoint_changes_nothing(tmp_path, train_run):
+    run = tmp_path / "run"
+    assert train_run(["model=cnn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]).returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    before = snapshot(run)
+    line = refused(train_run(["model=cnn", "ckpt_path=last", "trainer.max_epochs=2",
+                              f"hydra.run.dir={run}"]))  # fmt: skip
+    assert "truncated" in line
+    assert snapshot(run) == before
+    assert "max_epochs: 1" in (run / ".hydra" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_refused_resume_after_sigterm_keeps_the_interrupted_record(
+    tmp_path, train_cli, train_run
+):
+    run = tmp_path / "run"
+    proc = train_cli(["model=cnn", "data.num_train=20000", "trainer.max_epochs=50",
+                      "checkpoint_every_n_steps=5", f"hydra.run.dir={run}"])  # fmt: skip
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert last.exists(), "no last.ckpt within 240 s"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert record_of(run)["status"] == "interrupted"
+    before = snapshot(run)
+    line = refused(train_run(["model=cnn", "data.num_train=20000", "trainer.max_epochs=50",
+                              "checkpoint_every_n_steps=5", "ckpt_path=last",
+                              "optimizer.lr=0.01", f"hydra.run.dir={run}"]))  # fmt: skip
+    assert "cannot resume" in line
+    assert snapshot(run) == before
+    assert "optimizer.lr=0.01" not in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
+    tmp_path, train_cli, train_run
+):
+    run = tmp_path / "run"
+    first = train_cli(["model=cnn", "data.num_train=20000", "trainer.max_epochs=1",
+                       f"hydra.run.dir={run}"])  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (run / "summary.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    hydra_files = {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")}
+    line = refused(train_run(["model=stn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]))
+    assert "in use by another run" in line
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")} == hydra_files
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, output
+    record = record_of(run)
+    assert record["status"] == "completed" and record["choices"]["model"] == "cnn"
+    assert re.search(r"model: cnn", (run / ".hydra" / "hydra.yaml").read_text())
