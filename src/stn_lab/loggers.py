@@ -77,9 +77,10 @@ def restore_history(loggers: list[Logger], upto_step: int) -> None:
         with path.open(newline="") as fh:
             rows = [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
         kept = [_typed(row) for row in rows if int(row.get("step", 0)) <= upto_step]
-        writer = logger.experiment  # creating it removes the old file
-        writer.metrics.extend(kept)
-        writer.save()
+        for row in kept:  # Lightning's public call; the first one removes the old file
+            step = row.pop("step")
+            logger.log_metrics(row, step=step)
+        logger.save()
 
 
 def _typed(row: dict[str, str]) -> dict[str, float | int]:

@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from stn_lab.errors import ConfigError, UserError
+from stn_lab.lightning_private import should_update_logs
 from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
@@ -118,7 +119,7 @@ class ClassifierModule(L.LightningModule):
         self.skipped_batches = 0
         # Training accuracy and mean loss are running sums (loss x images, correct, images),
         # reduced across DDP processes at the epoch's end: the documented cheaper equivalent of
-        # torchmetrics objects, whose per-step update machinery costs several percent of a small
+        # torchmetrics objects, whose per-step update machinery is a measurable share of a small
         # CPU step (bench/results.md). Same keys: train/acc, train/loss_epoch. Each step only
         # holds its detached loss, logits and labels; every TRAIN_FOLD_STEPS steps (and at the
         # epoch's end) they are added to the sums in a few batched ops instead of ~10 per step.
@@ -137,9 +138,8 @@ class ClassifierModule(L.LightningModule):
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the hook it is in by assigning _current_fx_name before and after
         # every hook, about 40 times a training step. nn.Module.__setattr__ first searches the
-        # parameters, buffers and submodules for the name; a string needs none of that, and
-        # skipping the search is worth about 0.5% of the default workload's step
-        # (bench/results.md).
+        # parameters, buffers and submodules for the name; a string needs none of that
+        # (measured in bench/results.md).
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -170,12 +170,9 @@ class ClassifierModule(L.LightningModule):
         self._train_outputs.append((step_loss, logits.detach(), y))
         if len(self._train_outputs) == TRAIN_FOLD_STEPS:
             self._fold_train_outputs()
-        # Logged on the steps the loggers write, by Lightning's own test (every
-        # log_every_n_steps steps, skipped batches counted, never when it is 0, and the last step
-        # of a stopped run), not every step: each self.log call walks Lightning's result
-        # collection (logging every step cost about 3 points of Lightning/plain for the STN at
-        # 42 px, bench/results.md).
-        if self.trainer._logger_connector.should_update_logs:
+        # Logged only on the steps the loggers write: each self.log call walks Lightning's result
+        # collection, a measurable share of a small step (docs/performance.md).
+        if should_update_logs(self.trainer):
             self.log("train/loss", step_loss, prog_bar=True)
         return total
 

@@ -150,7 +150,7 @@ def grid_extents(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per grid of lattice points ``[N, 2, P]``: its spread ``[N]`` (the longer side of its
     bounding box) and its reach ``[N]`` (the max-norm distance of its nearest point from the
     image centre, so beyond 1 means no point lies in the image)."""
-    # amax and amin apart: 30 us a step less than one aminmax in the loop (bench/results.md).
+    # amax and amin apart: faster than one aminmax in the training loop (bench/results.md).
     spread = (points.amax(dim=2) - points.amin(dim=2)).amax(dim=1)
     return spread, points.abs().amax(dim=1).amin(dim=1)
 
