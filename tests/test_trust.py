@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import resource
 import signal
 import time
@@ -90,14 +91,19 @@ def test_last_ckpt_is_the_final_model_whatever_the_step_interval(train_cli, tmp_
 
 @pytest.mark.slow
 def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_partial_file(train_cli, tmp_path):
-    def small_files():  # writes past 40 kB fail (EFBIG) instead of killing the process
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+    # Files under the limit are written (the record's 1 MiB reserve among them); a classifier
+    # with a 1024-unit hidden layer has a checkpoint of about 4 MB, which is not.
+    limit = 2_000_000
 
-    proc = train_cli(["trainer.max_epochs=1", "hydra.run.dir=run"], preexec_fn=small_files)
+    def small_files():  # writes past the limit fail (EFBIG) instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    args = ["trainer.max_epochs=1", "arch.classifier.hidden=1024", "hydra.run.dir=run"]
+    proc = train_cli(args, preexec_fn=small_files)
     one_line_error(proc, finish(proc), "could not write checkpoint", "checkpoints/")
     folder = tmp_path / "run" / "checkpoints"
-    assert list(folder.iterdir()) == [] if folder.exists() else True  # nothing half-written
+    assert list(folder.iterdir()) == []  # nothing half-written
     assert record(tmp_path / "run")["status"] == "failed"
 
 
@@ -129,12 +135,23 @@ def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_p
     assert interrupted["error"] == f"interrupted by {signal.Signals(signum).name}"
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == interrupted["step"]
-    resumed = train_cli([*args[:1], "trainer.max_epochs=2", *args[1:], "ckpt_path=last"])
+    # Resume with a budget two epochs past the epoch it stopped in: there is always more to
+    # train, however far the signal let the run get.
+    budget = interrupted["epochs"] + 2
+    resumed = train_cli([f"trainer.max_epochs={budget}", *args[1:], "ckpt_path=last"])
     output = finish(resumed)
-    if interrupted["epochs"] >= 2:  # it was past the new budget already: nothing to train
-        return
     assert resumed.returncode == 0, output[-3000:]
-    assert record(tmp_path / "run")["status"] == "completed"
+    last_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"Restored all states from the checkpoint at {last_path}" in output
+    # It trains on from the epoch the signal stopped (one line an epoch), not from the start.
+    epochs = [int(e) for e in re.findall(rf"epoch (\d+)/{budget} \|", output)]
+    assert epochs == list(range(interrupted["epochs"] + 1, budget + 1))
+    done = record(tmp_path / "run")
+    assert done["status"] == "completed" and done["epochs"] == budget
+    assert done["step"] == budget * 4  # 4 optimiser steps an epoch: none lost, none repeated
+    assert done["resumes"] == [
+        {"step": interrupted["step"], "changed": {"trainer.max_epochs": [200, budget]}}
+    ]
 
 
 @pytest.mark.slow
