@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,15 +92,15 @@ def test_allocator_tuning_is_accepted_by_glibc():
     assert tune_allocator() is True  # idempotent: every entry point may call it
 
 
-def test_gpu_probe_is_skipped_only_when_there_is_no_gpu(monkeypatch):
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "no-gpu"])
+def test_gpu_probe_is_skipped_only_when_there_is_no_gpu(monkeypatch, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)  # either machine, here
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert skip_gpu_probe() is False  # the user's own setting is left alone
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    if torch.cuda.is_available():
-        assert skip_gpu_probe() is False
-        return
-    assert skip_gpu_probe() is True
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and not torch.cuda.is_available()
+    assert skip_gpu_probe() is (not gpu)
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == (None if gpu else "")  # hidden: no probe
 
 
 def test_index_batches_are_slices_of_one_epoch_order():
@@ -176,8 +177,22 @@ def test_bf16_mixed_precision_trains_end_to_end(tmp_path):
         "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]  # fmt: skip
-    record = train(compose_config(overrides), tmp_path, {"model": "stn"}, overrides)
-    assert record["status"] == "completed" and 0.0 <= record["test"]["acc"] <= 1.0
+    cfg = compose_config(overrides)
+    record = train(cfg, tmp_path, {"model": "stn"}, overrides)
+    assert record["status"] == "completed" and record["step"] == 1  # fast_dev_run: one step
+    assert record["config"]["trainer"]["precision"] == "bf16-mixed"
+    # The test scored one batch (fast_dev_run) of the synthetic test set, image by image.
+    datamodule = SyntheticDataModule(num_test=cfg.data.num_test)
+    datamodule.setup("test")
+    labels = datamodule.splits["test"].tensors[1][: cfg.data.eval_batch_size]
+    table = np.load(tmp_path / "predictions.npy")
+    assert table["index"].tolist() == list(range(len(labels)))
+    assert table["label"].tolist() == labels.tolist()
+    confusion = np.zeros((10, 10), dtype=int)
+    np.add.at(confusion, (table["label"], table["pred"]), 1)
+    assert confusion.tolist() == record["test"]["confusion_matrix"]
+    assert record["test"]["acc"] == pytest.approx((table["pred"] == table["label"]).mean())
+    assert np.isfinite(record["test"]["loss"]) and (table["confidence"] >= 0.1 - 1e-3).all()
 
 
 def test_classifier_first_conv_uses_the_fast_input_gradient():
