@@ -1,10 +1,9 @@
-"""Tests for ``stn_lab.compare`` on hand-made run folders (no training, no torch)."""
+"""Tests for ``stn_lab.compare`` on run folders written as ``train`` writes them (records from
+the real writer and composed configs, see ``test_compare_helpers``; no training, no torch)."""
 
 from __future__ import annotations
 
 import ast
-import csv
-import json
 import math
 import os
 import subprocess
@@ -14,23 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+from statsmodels.stats import multitest, weightstats
+from test_compare_helpers import CLASSES, read_csv, record, v1, write_run
 
 from stn_lab import compare, run_record
 from stn_lab.atomic import atomic_write
-from stn_lab.compare import groups, records, report, stats
+from stn_lab.compare import groups, notes, records, stats, tex
 
-STN = {
-    "model": "stn", "localiser": "conv", "localiser_net": "light", "activation": "relu",
-    "transform": "affine",
-}  # fmt: skip
-STN_LEAKY = {**STN, "activation": "leakyrelu"}
-STN_PROJ = {**STN, "transform": "projective"}
-CNN = {
-    "model": "cnn", "localiser": "n/a", "localiser_net": "n/a", "activation": "n/a",
-    "transform": "n/a",
-}  # fmt: skip
 DATA = "fashion_mnist_distorted"
-CLASSES = ["T-shirt/top", "Trouser", "Pullover"]
+STN = ("model=stn", f"data={DATA}")
+STN_LEAKY = (*STN, "activation=leakyrelu")
+STN_PROJ = (*STN, "transform=projective")
+CNN = ("model=cnn", f"data={DATA}")
+SYNTHETIC_CNN = ("model=cnn", "data=synthetic", "trainer.max_epochs=2")
 
 # Chosen accuracies. Equal n and equal sample std (0.01) in each compared pair make the
 # Welch-Satterthwaite df exactly 2 * (n - 1) = 4, so the critical value comes from a t table.
@@ -46,47 +41,6 @@ T_975_DF4 = 2.776445  # t table: 97.5% quantile, 4 degrees of freedom
 T_975_DF2 = 4.302653  # and 2 degrees of freedom
 
 
-def write_metrics(run_dir: Path, payload: dict | str, hydra: bool = True) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if hydra:
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    (run_dir / "metrics.json").write_text(text)
-    return run_dir
-
-
-def metrics(choices: dict, seed: int, acc: float, loss: float | None = None, **extra) -> dict:
-    model = choices["model"]
-    data = {
-        "schema_version": 1,
-        "status": "completed",
-        "error": None,
-        "seed": seed,
-        "choices": {
-            **choices,
-            "data": DATA,
-            "distortion": "RTS",
-            "trainer": "default",
-            "experiment": None,
-        },
-        "overrides": [f"model={model}", f"seed={seed}"],
-        "class_names": CLASSES,
-        "test": {
-            "acc": acc,
-            "loss": 1.0 - acc if loss is None else loss,
-            "acc_per_class": [acc - 0.01, acc + 0.02, acc - 0.01],
-            "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
-        },
-        "epochs": 2,
-        "seconds_per_epoch": [10.0 + seed, 12.0 + seed],
-        "params": {"total": 5000 if model == "stn" else 3000, "stn": 2000 if model == "stn" else 0},
-        "best_checkpoint": "checkpoints/epoch=1-step=10.ckpt",
-    }
-    data.update(extra)
-    return data
-
-
 @pytest.fixture
 def logs(tmp_path: Path) -> Path:
     """A logs/ tree: a multirun sweep, single runs, and four broken runs."""
@@ -95,31 +49,26 @@ def logs(tmp_path: Path) -> Path:
     (sweep).mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     job = 0
-    for name, choices in [("stn", STN), ("cnn", CNN), ("leaky", STN_LEAKY)]:
+    for name, overrides in [("stn", STN), ("cnn", CNN), ("leaky", STN_LEAKY)]:
         for seed, acc in enumerate(ACC[name], start=FIRST_SEED[name]):
-            write_metrics(sweep / str(job), metrics(choices, seed, acc))
+            write_run(sweep / str(job), record(seed, acc, *overrides))
             job += 1
-    write_metrics(root / "runs" / "2024-05-02" / "proj", metrics(STN_PROJ, 0, ACC["proj"][0]))
+    write_run(root / "runs" / "2024-05-02" / "proj", record(0, ACC["proj"][0], *STN_PROJ))
     # Broken runs: failed with an error, unfinished, half-written JSON, unknown schema version.
-    failed = metrics(STN, 7, 0.1, status="failed", error="CUDA out of memory\nTraceback: ...")
-    write_metrics(root / "runs" / "failed", failed)
+    failed = record(7, 0.1, *STN, status="failed", error="CUDA out of memory\nTraceback: ...")
+    write_run(root / "runs" / "failed", failed)
     unfinished = root / "runs" / "unfinished"
     (unfinished / ".hydra").mkdir(parents=True)
     (unfinished / ".hydra" / "config.yaml").write_text("seed: 3\n")
-    write_metrics(root / "runs" / "half", '{"schema_version": 1, "status": "compl')
-    write_metrics(root / "runs" / "future", metrics(STN, 9, 0.5, schema_version=99))
+    write_run(root / "runs" / "half", '{"schema_version": 2, "status": "compl')
+    write_run(root / "runs" / "future", {**record(9, 0.5, *STN), "schema_version": 99})
     return root
 
 
-def run_main(logs: Path, out: Path, capsys) -> tuple[int, str, str]:
-    code = compare.main([str(logs), "--out", str(out)])
+def run_main(logs: Path, out: Path, capsys, *flags: str) -> tuple[int, str, str]:
+    code = compare.main([str(logs), "--out", str(out), *flags])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # ---------------------------------------------------------------- Welch, intervals, Holm
@@ -139,7 +88,6 @@ def test_welch_critical_value_matches_t_table(n: int, expected: float) -> None:
 
 
 def test_welch_matches_statsmodels() -> None:
-    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
     a, b = [0.71, 0.74, 0.70, 0.78], [0.80, 0.86, 0.79]
     res = stats.welch_ci(a, b)
     assert res is not None
@@ -175,7 +123,6 @@ def test_paired_ci_matches_scipy_and_statsmodels(a: list[float], b: list[float])
         (ci.low, ci.high, ref.pvalue, ref.df)
     )
     assert res.wilcoxon_p == pytest.approx(scipy_stats.wilcoxon(b, a).pvalue)
-    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
     d = weightstats.DescrStatsW([y - x for x, y in zip(a, b, strict=True)])
     assert (res.low, res.high) == pytest.approx(d.tconfint_mean(0.05))
     assert res.p == pytest.approx(d.ttest_mean(0.0)[1])
@@ -204,10 +151,10 @@ def test_paired_without_spread_collapses_to_the_difference() -> None:
 
 
 def test_pairs_only_when_seeds_match(tmp_path: Path) -> None:
-    runs = [v2_metrics(s, 0.70 + s / 100) for s in (0, 1, 2)]
-    runs += [v2_metrics(s, 0.80 + s / 50, optimizer="sgd") for s in (0, 1, 2)]
-    runs += [v2_metrics(s, 0.75, optimizer="adam", trainer__max_epochs=3) for s in (5, 6)]
-    table = write_v2(tmp_path, runs)
+    runs = [record(s, 0.70 + s / 100, *SYNTHETIC_CNN) for s in (0, 1, 2)]
+    runs += [record(s, 0.80 + s / 50, *SYNTHETIC_CNN, "optimizer=sgd") for s in (0, 1, 2)]
+    runs += [record(s, 0.75, *SYNTHETIC_CNN, "trainer.max_epochs=3") for s in (5, 6)]
+    table = write_runs(tmp_path, runs)
     tests = {(d.a.label, d.b.label): d.test.test for d in compare.pair_differences(table)}
     assert tests == {
         ("optimizer=adam trainer.max_epochs=2", "optimizer=sgd trainer.max_epochs=2"): "paired t",
@@ -230,7 +177,6 @@ def test_holm_hand_computed() -> None:
     [HOLM_CASE[0], [0.001, 0.2, 0.2, 0.04, 0.5], [0.3, 0.01], [0.02, 0.02, 0.02]],
 )
 def test_holm_matches_statsmodels(p: list[float]) -> None:
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
     _, expected, _, _ = multitest.multipletests(p, method="holm")
     assert stats.holm(p) == pytest.approx(expected.tolist())
 
@@ -273,10 +219,10 @@ def test_welch_ci_zero_variance_collapses_to_the_difference() -> None:
 
 
 def test_missing_choice_reads_as_na(tmp_path: Path) -> None:
-    data = metrics(STN, 0, 0.9)
+    data = v1(record(0, 0.9, *STN))
     del data["choices"]["distortion"]
-    write_metrics(tmp_path / "r", data)
-    write_metrics(tmp_path / "s", metrics(STN, 0, 0.8))
+    write_run(tmp_path / "r", data)
+    write_run(tmp_path / "s", v1(record(0, 0.8, *STN)))
     table = compare.build_table(compare.load_runs([tmp_path]).results)
     assert [g.label for g in table.groups] == ["distortion=RTS", "distortion=n/a"]
 
@@ -298,22 +244,22 @@ def test_load_runs_lists_broken_runs_with_reasons(logs: Path) -> None:
     assert "schema_version 99" in by_name["future"].reason
 
 
-def v1_table(logs: Path) -> compare.Table:
+def logs_table(logs: Path) -> compare.Table:
     return compare.build_table(compare.load_runs([logs]).results)
 
 
 def test_group_and_aggregate(logs: Path) -> None:
-    table = v1_table(logs)
+    table = logs_table(logs)
     assert sorted(g.n for g in table.groups) == [1, 3, 3, 3]
     stats = {g.label: g for g in table.groups}
     assert set(stats) == {
         "model=cnn",
-        "model=stn activation=leakyrelu transform=affine",
-        "model=stn activation=relu transform=affine",
-        "model=stn activation=relu transform=projective",
+        "model=stn transform=affine activation=leakyrelu",
+        "model=stn transform=affine activation=relu",
+        "model=stn transform=projective activation=relu",
     }
     assert list(stats) == sorted(stats)  # groups in the order of their naming values
-    stn = stats["model=stn activation=relu transform=affine"]
+    stn = stats["model=stn transform=affine activation=relu"]
     assert stn.n == 3 and stn.seeds == [0, 1, 2]
     assert stn.acc_mean == pytest.approx(0.91)
     # Sample std by hand: deviations -0.01, 0, 0.01 -> sqrt(0.0002 / 2) = 0.01.
@@ -326,17 +272,20 @@ def test_group_and_aggregate(logs: Path) -> None:
     cnn = stats["model=cnn"]
     assert cnn.acc_mean == pytest.approx(0.80)
     assert cnn.params_stn == 0
-    proj = stats["model=stn activation=relu transform=projective"]
+    proj = stats["model=stn transform=projective activation=relu"]
     assert proj.n == 1 and proj.acc_std is None and proj.loss_std is None
-    assert table.fixed == {"data": DATA, "distortion": "RTS", "trainer": "default"}
+    assert table.fixed == {
+        "trainer": "default", "optimizer": "adam", "data": DATA, "distortion": "RTS",
+        "arch": "tutorial",
+    }  # fmt: skip
 
 
 def test_pair_differences(logs: Path) -> None:
-    diffs = compare.pair_differences(v1_table(logs))
+    diffs = compare.pair_differences(logs_table(logs))
     rows = {(d.varied, d.a.label, d.b.label): d for d in diffs}
-    cnn, stn = "model=cnn", "model=stn activation=relu transform=affine"
-    leaky = "model=stn activation=leakyrelu transform=affine"
-    proj = "model=stn activation=relu transform=projective"
+    cnn, stn = "model=cnn", "model=stn transform=affine activation=relu"
+    leaky = "model=stn transform=affine activation=leakyrelu"
+    proj = "model=stn transform=projective activation=relu"
     assert set(rows) == {
         ("model", cnn, stn),
         ("model", cnn, leaky),
@@ -344,10 +293,10 @@ def test_pair_differences(logs: Path) -> None:
         ("activation", leaky, stn),
         ("transform", stn, proj),
     }
-    assert [d.varied for d in diffs] == ["model"] * 3 + ["activation", "transform"]
+    assert [d.varied for d in diffs] == ["model"] * 3 + ["transform", "activation"]
     se = math.sqrt(2 * 0.01**2 / 3)
     stn_vs_cnn = rows[("model", cnn, stn)]
-    assert stn_vs_cnn.shared == "activation=relu transform=affine"
+    assert stn_vs_cnn.shared == "transform=affine activation=relu"
     assert stn_vs_cnn.diff == pytest.approx(0.11)
     assert stn_vs_cnn.test.low == pytest.approx(0.11 - T_975_DF4 * se, abs=1e-6)
     assert stn_vs_cnn.test.high == pytest.approx(0.11 + T_975_DF4 * se, abs=1e-6)
@@ -367,18 +316,20 @@ def test_pair_differences(logs: Path) -> None:
 
 
 def test_pair_differences_holm_across_tested_pairs(logs: Path) -> None:
-    diffs = compare.pair_differences(v1_table(logs))
+    diffs = compare.pair_differences(logs_table(logs))
     tested = [d for d in diffs if d.test is not None]
     assert len(tested) == 3  # the projective group has one seed: no test, not in the family
-    assert [d.holm_p for d in tested] == pytest.approx(stats.holm([d.test.p for d in tested]))
+    _, expected, _, _ = multitest.multipletests([d.test.p for d in tested], method="holm")
+    assert [d.holm_p for d in tested] == pytest.approx(expected.tolist())
+    assert any(d.holm_p > d.test.p for d in tested)  # the adjustment changed something
     assert all(d.holm_p is None for d in diffs if d.test is None)
     # One comparison in the table: nothing to adjust.
     two = [
         g
-        for g in v1_table(logs).groups
-        if g.label in ("model=cnn", "model=stn activation=relu transform=affine")
+        for g in logs_table(logs).groups
+        if g.label in ("model=cnn", "model=stn transform=affine activation=relu")
     ]
-    (only,) = compare.pair_differences(compare.Table(two, v1_table(logs).names, {}))
+    (only,) = compare.pair_differences(compare.Table(two, logs_table(logs).names, {}))
     assert only.holm_p is None and only.verdict == "better"
 
 
@@ -430,7 +381,7 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
 
     rows = read_csv(out / "compare.csv")
     assert len(rows) == 4
-    stn = next(r for r in rows if r["group"] == "model=stn activation=relu transform=affine")
+    stn = next(r for r in rows if r["group"] == "model=stn transform=affine activation=relu")
     assert (stn["model"], stn["activation"], stn["transform"]) == ("stn", "relu", "affine")
     assert float(stn["test_acc_mean"]) == pytest.approx(0.91)
     assert float(stn["test_acc_std"]) == pytest.approx(0.01)
@@ -460,7 +411,7 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}"):
         assert rule in tex
     assert (
-        r"model=stn activation=relu transform=affine & 91.00 $\pm$ 1.00 (n=3) & [88.52, 93.48] \\"
+        r"model=stn transform=affine activation=relu & 91.00 $\pm$ 1.00 (n=3) & [88.52, 93.48] \\"
         in tex
     )
     assert r"$-$0.50 & [$-$2.98, +1.98] & paired t" in tex  # a minus, not a hyphen
@@ -493,28 +444,17 @@ def test_main_exit_2_when_no_runs(tmp_path: Path, capsys) -> None:
 
 def test_main_exit_1_when_only_failed_runs(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
-    write_metrics(logs / "a", metrics(STN, 0, 0.1, status="failed", error="boom"))
+    write_run(logs / "a", record(0, 0.1, *STN, status="failed", error="boom"))
     code, stdout, stderr = run_main(logs, tmp_path / "out", capsys)
     assert code == 1
     assert "boom" in stdout and "no completed runs" in stderr
-    assert (tmp_path / "out" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "compare.png").is_file()
 
 
-def test_module_runs_as_script(logs: Path, tmp_path: Path) -> None:
-    src = str(Path(compare.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    out = tmp_path / "script_out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "stn_lab.compare", str(logs), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "## Differences" in proc.stdout
-    assert (out / "compare.md").is_file()
+def test_first_line_of_an_error_is_the_one_helper() -> None:
+    assert not hasattr(records, "_first_line")
+    assert records.first_line is __import__("stn_lab.errors").errors.first_line
+    assert records.first_line("a\nb", records.REASON_LIMIT) == "a"
 
 
 #: The one function that may import the training side, lazily: it rebuilds a run's DataModule
@@ -548,59 +488,41 @@ def test_compare_imports_no_model_or_training_code() -> None:
                     from_stn_lab.add(name)
     allowed = set(sys.stdlib_module_names) | {"numpy", "scipy", "matplotlib", "stn_lab"}
     assert imported <= allowed, imported - allowed
-    own = {"stn_lab.atomic", "stn_lab.run_record"} | {f"stn_lab.compare.{m.stem}" for m in modules}
+    own = {"stn_lab.atomic", "stn_lab.errors", "stn_lab.run_record"}
+    own |= {f"stn_lab.compare.{m.stem}" for m in modules}
     assert from_stn_lab <= own, from_stn_lab - own  # stdlib-only helpers, no models
-    # And at run time: importing compare loads neither torch nor Lightning.
-    code = "import sys, stn_lab.compare; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    # And at run time: importing compare loads neither torch, Lightning nor Hydra.
+    code = (
+        "import sys, stn_lab.compare; "
+        "print(sorted({'torch', 'lightning', 'hydra'} & set(sys.modules)))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "[]", proc.stderr
 
 
+def test_one_job_per_module() -> None:
+    # Each source file of compare says what it is for, and none outgrows 500 lines.
+    for module in sorted(Path(compare.__file__).parent.glob("*.py")):
+        text = module.read_text()
+        assert len(text.splitlines()) <= 500, module.name
+        assert ast.get_docstring(ast.parse(text)), module.name
+
+
 # ---------------------------------------------------------------- schema v2: grouping by config
-def v2_metrics(seed: int, acc: float, model: str = "cnn", optimizer: str = "adam", **dotted):
-    """A schema-2 record whose config follows the choices; ``dotted`` overrides config keys
-    (``trainer__max_epochs=3`` sets ``trainer.max_epochs``)."""
-    config = {
-        "seed": seed,
-        "ckpt_path": None,
-        "checkpoint_every_n_steps": 500,
-        "model": {"_target_": "stn_lab.models.network.Network", "stn": None},
-        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
-        "trainer": {"max_epochs": 2, "enable_progress_bar": True, "log_every_n_steps": 50},
-        "data": {"_target_": "SyntheticDataModule", "batch_size": 64, "num_workers": 0},
-        "paths": {"data_dir": "data", "log_dir": "logs"},
-        "callbacks": {
-            "model_checkpoint": {"every_n_train_steps": 500},
-            "artefacts": {"num_images": 16},
-        },
-    }
-    if model == "stn":
-        config["model"]["stn"] = {"lr_mult": 1.0, "identity_weight": 0.0}
-    if optimizer == "sgd":
-        config["optimizer"] = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9}
-    for key, value in dotted.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    choices = {**(STN if model == "stn" else CNN), "optimizer": optimizer}
-    record = metrics(choices, seed, acc, schema_version=2, config=config, debug=[])
-    record.update(step=114, diverged=False, best_val_acc=acc + 0.01)
-    record["choices"]["data"] = "synthetic"
-    return record
-
-
-def write_v2(root: Path, runs: list[dict]) -> compare.Table:
+def write_runs(root: Path, runs: list[dict]) -> compare.Table:
     for i, run in enumerate(runs):
-        write_metrics(root / str(i), run)
+        write_run(root / str(i), run)
     return compare.build_table(compare.load_runs([root]).results)
 
 
 def test_optimizer_sweep_gives_one_group_per_optimizer(tmp_path: Path) -> None:
     # -m model=cnn data=synthetic optimizer=adam,sgd seed=0,1 (pooled as n=4 before)
-    runs = [v2_metrics(s, 0.5 + s / 10, optimizer=o) for o in ("adam", "sgd") for s in (0, 1)]
-    table = write_v2(tmp_path, runs)
+    runs = [
+        record(s, 0.5 + s / 10, *SYNTHETIC_CNN, f"optimizer={o}")
+        for o in ("adam", "sgd")
+        for s in (0, 1)
+    ]
+    table = write_runs(tmp_path, runs)
     assert [(g.label, g.n, g.seeds) for g in table.groups] == [
         ("optimizer=adam", 2, [0, 1]),
         ("optimizer=sgd", 2, [0, 1]),
@@ -608,17 +530,20 @@ def test_optimizer_sweep_gives_one_group_per_optimizer(tmp_path: Path) -> None:
     assert table.fixed["model"] == "cnn" and table.fixed["data"] == "synthetic"
     (diff,) = compare.pair_differences(table)
     assert diff.varied == "optimizer"
+    # Every optimizer.* value follows from the choice: one cause, a verdict.
+    assert diff.causes == ("optimizer",) and not diff.confounded
+    assert {"optimizer._target_", "optimizer.lr"} <= set(diff.follows)
 
 
 def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
     # optimizer=adam,sgd model.stn.lr_mult=0.5,1.0 seed=0,1 (8 runs in one group before)
     runs = [
-        v2_metrics(s, 0.9, model="stn", optimizer=o, model__stn__lr_mult=m)
+        record(s, 0.9, "model=stn", "data=synthetic", f"optimizer={o}", f"model.stn.lr_mult={m}")
         for o in ("adam", "sgd")
         for m in (0.5, 1.0)
         for s in (0, 1)
     ]
-    table = write_v2(tmp_path, runs)
+    table = write_runs(tmp_path, runs)
     assert [(g.label, g.n) for g in table.groups] == [
         ("optimizer=adam model.stn.lr_mult=0.5", 2),
         ("optimizer=adam model.stn.lr_mult=1.0", 2),
@@ -627,7 +552,8 @@ def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
     ]
     # optimizer.lr follows from the optimizer choice, so it never names a group.
     assert [groups.setting_name(s) for s in table.names] == ["optimizer", "model.stn.lr_mult"]
-    pairs = {(d.varied, d.a.label, d.b.label) for d in compare.pair_differences(table)}
+    diffs = compare.pair_differences(table)
+    pairs = {(d.varied, d.a.label, d.b.label) for d in diffs}
     assert len(pairs) == 4
     sgd = tuple(f"optimizer=sgd model.stn.lr_mult={m}" for m in ("0.5", "1.0"))
     assert ("model.stn.lr_mult", *sgd) in pairs
@@ -636,46 +562,57 @@ def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
         "optimizer=adam model.stn.lr_mult=0.5",
         "optimizer=sgd model.stn.lr_mult=0.5",
     ) in pairs
+    assert sorted(d.causes for d in diffs) == [("model.stn.lr_mult",)] * 2 + [("optimizer",)] * 2
 
 
 def test_cnn_pairs_with_each_stn_setting(tmp_path: Path) -> None:
-    runs = [v2_metrics(s, 0.8) for s in (0, 1)]
+    runs = [record(s, 0.8, "model=cnn", "data=synthetic") for s in (0, 1)]
     runs += [
-        v2_metrics(s, 0.9, model="stn", model__stn__lr_mult=m) for m in (0.5, 1.0) for s in (0, 1)
+        record(s, 0.9, "model=stn", "data=synthetic", f"model.stn.lr_mult={m}")
+        for m in (0.5, 1.0)
+        for s in (0, 1)
     ]
-    table = write_v2(tmp_path, runs)
+    table = write_runs(tmp_path, runs)
     labels = [g.label for g in table.groups]
     assert labels == [
         "model=cnn",
         "model=stn model.stn.lr_mult=0.5",
         "model=stn model.stn.lr_mult=1.0",
     ]
-    varied = sorted((d.varied, d.a.label, d.b.label) for d in compare.pair_differences(table))
+    diffs = compare.pair_differences(table)
+    varied = sorted((d.varied, d.a.label, d.b.label) for d in diffs)
     assert varied == [
         ("model", "model=cnn", "model=stn model.stn.lr_mult=0.5"),
         ("model", "model=cnn", "model=stn model.stn.lr_mult=1.0"),
         ("model.stn.lr_mult", labels[1], labels[2]),
     ]
+    # A CNN has no lr_mult: the value set for the STN follows from model=stn, no confound.
+    assert not any(d.confounded for d in diffs)
 
 
 def test_model_names_the_groups_whatever_the_choice_order(tmp_path: Path) -> None:
     # Hydra lists `model` after the STN-only groups; the CNN's n/a must not name its group.
-    runs = []
-    for model in ("cnn", "stn"):
-        for seed in (0, 1):
-            run = v2_metrics(seed, 0.6 if model == "cnn" else 0.8, model=model)
-            choices = run["choices"]
-            run["choices"] = {k: choices[k] for k in [*sorted(set(choices) - {"model"}), "model"]}
-            runs.append(run)
-    table = write_v2(tmp_path, runs)
-    assert [g.label for g in table.groups] == ["model=cnn", "model=stn"]
-    (diff,) = compare.pair_differences(table)
-    assert (diff.varied, diff.a.label, diff.b.label) == ("model", "model=cnn", "model=stn")
+    for model_first in (False, True):
+        runs = []
+        for model in ("cnn", "stn"):
+            for seed in (0, 1):
+                run = record(seed, 0.6 if model == "cnn" else 0.8, f"model={model}")
+                choices = run["choices"]
+                order = sorted(set(choices) - {"model"})
+                order = ["model", *order] if model_first else [*order, "model"]
+                run["choices"] = {k: choices[k] for k in order}
+                runs.append(run)
+        table = write_runs(tmp_path / str(model_first), runs)
+        assert [g.label for g in table.groups] == ["model=cnn", "model=stn"]
+        (diff,) = compare.pair_differences(table)
+        assert (diff.varied, diff.a.label, diff.b.label) == ("model", "model=cnn", "model=stn")
+        assert diff.causes == ("model",)
 
 
 def test_epochs_split_groups(tmp_path: Path) -> None:
     # Runs of 2 and 3 epochs were reported as one group, "seeds 0, 0".
-    table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(0, 0.8, trainer__max_epochs=3)])
+    runs = [record(0, 0.7, *SYNTHETIC_CNN), record(0, 0.8, *SYNTHETIC_CNN, "trainer.max_epochs=3")]
+    table = write_runs(tmp_path, runs)
     assert [(g.label, g.n) for g in table.groups] == [
         ("trainer.max_epochs=2", 1),
         ("trainer.max_epochs=3", 1),
@@ -684,41 +621,52 @@ def test_epochs_split_groups(tmp_path: Path) -> None:
 
 
 def test_numeric_settings_sort_by_value(tmp_path: Path) -> None:
-    runs = [v2_metrics(s, 0.7 + e / 100, trainer__max_epochs=e) for e in (10, 2) for s in (0, 1)]
-    table = write_v2(tmp_path, runs)
+    runs = [
+        record(s, 0.7 + e / 100, *SYNTHETIC_CNN, f"trainer.max_epochs={e}")
+        for e in (10, 2)
+        for s in (0, 1)
+    ]
+    table = write_runs(tmp_path, runs)
     assert [g.label for g in table.groups] == ["trainer.max_epochs=2", "trainer.max_epochs=10"]
     (diff,) = compare.pair_differences(table)
     assert (diff.a.label, diff.b.label) == ("trainer.max_epochs=2", "trainer.max_epochs=10")
     assert diff.diff == pytest.approx(0.08)
 
 
+#: A learning-rate monitor, a callback that cannot change a result, added both ways.
+LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"
+
+
 def test_result_neutral_keys_do_not_split_groups(tmp_path: Path) -> None:
-    neutral = {
-        "paths__log_dir": "elsewhere",
-        "trainer__enable_progress_bar": False,
-        "trainer__log_every_n_steps": 1,
-        "data__num_workers": 4,
-        "data__data_dir": "/scratch",
-        "checkpoint_every_n_steps": 16,
-        "ckpt_path": "last",
-        "callbacks__model_checkpoint__every_n_train_steps": 16,
-        "logger__csv__name": "x",
-        "callbacks__artefacts__num_images": 4,
-    }
-    table = write_v2(tmp_path, [v2_metrics(0, 0.7), v2_metrics(1, 0.8, **neutral)])
+    neutral = [
+        "paths.log_dir=elsewhere", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1", "+data.num_workers=4", "data.keep_on_device=false",
+        "checkpoint_every_n_steps=16", "ckpt_path=last", "logger.csv.name=x",
+        "callbacks.artefacts.num_images=4", "callbacks=[default,lr_monitor]",
+        f"+trainer.callbacks=[{{_target_:{LR_MONITOR}}}]",
+    ]  # fmt: skip
+    runs = [record(0, 0.7, *SYNTHETIC_CNN), record(1, 0.8, *SYNTHETIC_CNN, *neutral)]
+    assert runs[1]["config"]["trainer"]["callbacks"] == [{"_target_": LR_MONITOR}]
+    table = write_runs(tmp_path, runs)
     assert [(g.label, g.n) for g in table.groups] == [("all runs", 2)]
 
 
-def test_early_stopping_splits_groups(tmp_path: Path) -> None:
+def test_early_stopping_splits_groups_however_it_is_added(tmp_path: Path) -> None:
+    group = ("callbacks=[default,early_stopping]",)
+    listed = f"+trainer.callbacks=[{{_target_:{EARLY_STOPPING},monitor:val/acc,patience:%d}}]"
     runs = [
-        v2_metrics(0, 0.7, callbacks__early_stopping__patience=3),
-        v2_metrics(1, 0.8, callbacks__early_stopping__patience=5),
+        record(0, 0.7, *SYNTHETIC_CNN, *group, "callbacks.early_stopping.patience=3"),
+        record(1, 0.8, *SYNTHETIC_CNN, *group, "callbacks.early_stopping.patience=5"),
+        record(2, 0.6, *SYNTHETIC_CNN, listed % 3),
+        record(3, 0.6, *SYNTHETIC_CNN, listed % 7),
     ]
-    table = write_v2(tmp_path, runs)
-    assert [g.label for g in table.groups] == [
-        "callbacks.early_stopping.patience=3",
-        "callbacks.early_stopping.patience=5",
-    ]
+    table = write_runs(tmp_path, runs)
+    labels = [g.label for g in table.groups]
+    assert len(labels) == 4
+    assert "callbacks.early_stopping.patience=3" in labels[0]
+    assert "callbacks.early_stopping.patience=5" in labels[1]
+    assert ['"patience": 3' in lab or '"patience": 7' in lab for lab in labels[2:]] == [True] * 2
 
 
 def test_result_neutral_longest_entry_wins() -> None:
@@ -727,7 +675,7 @@ def test_result_neutral_longest_entry_wins() -> None:
     assert run_record.result_neutral("seed")
     assert not run_record.result_neutral("seeds")  # an entry only covers whole dotted parts
     assert run_record.result_neutral("paths.log_dir")
-    assert run_record.result_neutral("callbacks.model_checkpoint.every_n_train_steps")
+    assert run_record.result_neutral("callbacks.best_checkpoint.every_n_train_steps")
     assert not run_record.result_neutral("callbacks.early_stopping.patience")
     assert not run_record.result_neutral("trainer.max_epochs")
     assert run_record.result_neutral("trainer.enable_progress_bar")
@@ -740,21 +688,18 @@ def test_debug_flags_typed_and_from_v1_overrides() -> None:
     assert run_record.debug_flags({"fast_dev_run": True, "overfit_batches": 0.0}) == [
         "fast_dev_run"
     ]
-    v1 = {"overrides": ["trainer.fast_dev_run=0", "trainer.overfit_batches=2", "seed=1"]}
-    assert records._debug(v1) == ("overfit_batches=2",)
+    v1_record = {"overrides": ["trainer.fast_dev_run=0", "trainer.overfit_batches=2", "seed=1"]}
+    assert records._debug(v1_record) == ("overfit_batches=2",)
 
 
 def test_v1_records_group_by_choices_and_overrides(tmp_path: Path) -> None:
-    def v1(seed: int, lr_mult: str) -> dict:
-        overrides = [
-            f"seed={seed}",
-            f"model.stn.lr_mult={lr_mult}",
-            f"hydra.run.dir=logs/{seed}",
-            "trainer.enable_progress_bar=false",
-        ]
-        return metrics(STN, seed, 0.9, overrides=overrides)
+    def old(seed: int, lr_mult: str) -> dict:
+        overrides = [f"model.stn.lr_mult={lr_mult}", "trainer.enable_progress_bar=false"]
+        payload = v1(record(seed, 0.9, *STN, *overrides))
+        payload["overrides"] += [f"hydra.run.dir=logs/{seed}"]
+        return payload
 
-    table = write_v2(tmp_path, [v1(s, m) for m in ("0.5", "1.0") for s in (0, 1)])
+    table = write_runs(tmp_path, [old(s, m) for m in ("0.5", "1.0") for s in (0, 1)])
     assert [(g.label, g.n) for g in table.groups] == [
         ("model.stn.lr_mult=0.5", 2),
         ("model.stn.lr_mult=1.0", 2),
@@ -765,7 +710,7 @@ def test_v1_records_group_by_choices_and_overrides(tmp_path: Path) -> None:
 def test_duplicate_seed_counted_once_and_reported(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
     for i, acc in enumerate((0.70, 0.72, 0.80)):
-        write_metrics(logs / str(i), v2_metrics(0 if i < 2 else 1, acc))
+        write_run(logs / str(i), record(0 if i < 2 else 1, acc, *SYNTHETIC_CNN))
     code, stdout, stderr = run_main(logs, tmp_path / "out", capsys)
     assert code == 0
     table = compare.build_table(compare.load_runs([logs]).results)
@@ -773,8 +718,8 @@ def test_duplicate_seed_counted_once_and_reported(tmp_path: Path, capsys) -> Non
     assert (group.n, group.seeds, group.accs) == (2, [0, 1], [0.70, 0.80])
     assert [r.path.name for r in group.duplicates] == ["1"]
     md = (tmp_path / "out" / "compare.md").read_text()
-    notes = md.split("## Notes")[1].split("##")[0]
-    assert "Duplicate: seed 0" in notes and "counted once" in notes
+    notes_section = md.split("## Notes")[1].split("##")[0]
+    assert "Duplicate: seed 0" in notes_section and "counted once" in notes_section
     assert "duplicate seed 0" in md.split("## Results")[1].split("##")[0]
     assert "ran seed 0 more than once" in stderr
     (row,) = read_csv(tmp_path / "out" / "compare.csv")
@@ -784,14 +729,17 @@ def test_duplicate_seed_counted_once_and_reported(tmp_path: Path, capsys) -> Non
 # ---------------------------------------------------------------- debug, interrupted, diverged
 def test_logger_copies_of_metrics_json_are_not_runs(tmp_path: Path, capsys) -> None:
     # logger=[mlflow,wandb] keep copies of each run's metrics.json: MLflow's artifacts under
-    # logs/mlruns (or mlartifacts beside a database store), W&B's files inside the run folder.
+    # logs/mlruns (or mlartifacts beside a database store, or a store anywhere else), W&B's
+    # files inside the run folder.
     logs = tmp_path / "logs"
-    run = write_metrics(logs / "runs" / "a", v2_metrics(0, 0.8))
+    run = write_run(logs / "runs" / "a", record(0, 0.8, *SYNTHETIC_CNN))
     text = (run / "metrics.json").read_text()
     for copy in (logs / "mlruns/1/abc/artifacts", logs / "mlartifacts/1/abc/artifacts",
-                 run / "wandb/offline-run-1/files"):  # fmt: skip
+                 run / "wandb/offline-run-1/files", logs / "store/7/def/artifacts"):  # fmt: skip
         copy.mkdir(parents=True)
         (copy / "metrics.json").write_text(text)
+    (logs / "store/7/meta.yaml").write_text("name: stn_lab\n")
+    (logs / "store/7/def/meta.yaml").write_text("run_id: def\n")
     assert records.find_run_dirs([logs]) == [run.resolve()]
     code, _, _ = run_main(logs, tmp_path / "out", capsys)
     md = (tmp_path / "out" / "compare.md").read_text()
@@ -800,49 +748,75 @@ def test_logger_copies_of_metrics_json_are_not_runs(tmp_path: Path, capsys) -> N
     )
 
 
-def test_debug_runs_left_out_unless_asked(tmp_path: Path, capsys) -> None:
+def test_a_sweep_folder_named_artifacts_still_holds_runs(tmp_path: Path) -> None:
+    # hydra.sweep.dir=artifacts: its jobs are runs (they hold .hydra/), the folder is no store.
+    job = write_run(tmp_path / "artifacts" / "0", record(0, 0.8, *SYNTHETIC_CNN))
+    assert records.find_run_dirs([tmp_path]) == [job.resolve()]
+
+
+def debug_record(seed: int, acc: float) -> dict:
+    """A completed run with trainer.limit_train_batches=2, as train records it."""
+    return record(seed, acc, *SYNTHETIC_CNN, "trainer.limit_train_batches=2",
+                  debug=["limit_train_batches=2"])  # fmt: skip
+
+
+def test_debug_runs_listed_apart_or_compared_when_asked(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
-    write_metrics(logs / "real", v2_metrics(0, 0.7))
-    write_metrics(logs / "fdr", {**v2_metrics(1, 0.1), "debug": ["fast_dev_run"]})
-    v1_debug = metrics(CNN, 2, 0.2, overrides=["trainer.limit_train_batches=5"])
-    write_metrics(logs / "v1_limit", v1_debug)
+    for seed in (0, 1):
+        write_run(logs / f"real{seed}", record(seed, 0.7 + seed / 100, *SYNTHETIC_CNN))
+        write_run(logs / f"limit{seed}", debug_record(seed, 0.2 + seed / 100))
+    v1_debug = v1(record(2, 0.2, *CNN, "trainer.limit_train_batches=5"))
+    write_run(logs / "v1_limit", v1_debug)
     found = compare.load_runs([logs])
-    assert [r.path.name for r in found.results] == ["real"]
+    assert sorted(r.path.name for r in found.results) == ["real0", "real1"]
     assert {r.path.name: r.debug for r in found.debug} == {
-        "fdr": ("fast_dev_run",),
+        "limit0": ("limit_train_batches=2",),
+        "limit1": ("limit_train_batches=2",),
         "v1_limit": ("limit_train_batches=5",),
     }
     code, stdout, _ = run_main(logs, tmp_path / "out", capsys)
     assert code == 0
-    assert "2 debug runs left out" in stdout and "## Debug runs" not in stdout
-    assert compare.main([str(logs), "--out", str(tmp_path / "out2"), "--include-debug"]) == 0
-    md = (tmp_path / "out2" / "compare.md").read_text()
-    debug_section = md.split("## Debug runs")[1].split("## Failed")[0]
-    assert "fast_dev_run" in debug_section and "limit_train_batches=5" in debug_section
-    assert "(n=1)" in md.split("## Results")[1]  # the results still hold one run
+    assert "3 debug runs listed apart" in stdout
+    debug_section = stdout.split("## Debug runs")[1].split("## Failed")[0]
+    assert "limit_train_batches=5" in debug_section and "20.00" in debug_section
+    results = stdout.split("## Results")[1].split("##")[0]
+    assert "(n=2)" in results and "[debug]" not in results
+    # --include-debug compares them, in groups of their own, marked as debug.
+    code, stdout, _ = run_main(logs, tmp_path / "out2", capsys, "--include-debug")
+    assert code == 0 and "## Debug runs" not in stdout
+    rows = {r["group"]: r for r in read_csv(tmp_path / "out2" / "compare.csv")}
+    debug = [g for g in rows if g.endswith("[debug]")]
+    assert len(rows) == 3 and len(debug) == 2
+    assert {rows[g]["debug"] for g in debug} == {"limit_train_batches=2", "limit_train_batches=5"}
+    limited = next(g for g in debug if rows[g]["n"] == "2")
+    assert float(rows[limited]["test_acc_mean"]) == pytest.approx(0.205)
+    assert "a check, not a result" in stdout.split("## Results")[1]
+    diffs = read_csv(tmp_path / "out2" / "differences.csv")
+    assert any(limited in (d["a_group"], d["b_group"]) for d in diffs)
 
 
 def test_only_debug_runs_is_an_error_that_says_why(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
-    write_metrics(logs / "fdr", {**v2_metrics(1, 0.1), "debug": ["fast_dev_run"]})
+    write_run(logs / "limit", debug_record(1, 0.1))
     code, _, stderr = run_main(logs, tmp_path / "out", capsys)
     assert code == 1
     assert "no completed runs to compare (1 debug run(s)" in stderr
-    assert "train without the debug flags" in stderr
+    assert "train without the debug flags" in stderr and "--include-debug" in stderr
+    assert run_main(logs, tmp_path / "out", capsys, "--include-debug")[0] == 0
 
 
 def test_v1_debug_flags_off_values_are_not_debug(tmp_path: Path) -> None:
-    overrides = ["trainer.fast_dev_run=false", "trainer.limit_val_batches=1.0", "seed=0"]
-    write_metrics(tmp_path / "r", metrics(CNN, 0, 0.8, overrides=overrides))
+    overrides = ["trainer.fast_dev_run=false", "trainer.limit_val_batches=1.0"]
+    write_run(tmp_path / "r", v1(record(0, 0.8, *CNN, *overrides)))
     assert len(compare.load_runs([tmp_path]).results) == 1
 
 
 def test_interrupted_runs_listed_apart(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
-    write_metrics(logs / "done", v2_metrics(0, 0.7))
-    stopped = {**v2_metrics(1, 0.0), "status": "interrupted", "step": 57, "best_val_acc": 0.42}
-    stopped["error"] = "SIGTERM at step 57"
-    write_metrics(logs / "stopped", stopped)
+    write_run(logs / "done", record(0, 0.7, *SYNTHETIC_CNN))
+    stopped = record(1, 0.0, *SYNTHETIC_CNN, status="interrupted", step=57,
+                     error="interrupted by SIGTERM")  # fmt: skip
+    write_run(logs / "stopped", {**stopped, "best_val_acc": 0.42})
     found = compare.load_runs([logs])
     assert [r.path.name for r in found.interrupted] == ["stopped"]
     assert not found.failed
@@ -857,8 +831,8 @@ def test_interrupted_runs_listed_apart(tmp_path: Path, capsys) -> None:
 
 def test_diverged_runs_marked_in_table(tmp_path: Path, capsys) -> None:
     logs = tmp_path / "logs"
-    write_metrics(logs / "0", v2_metrics(0, 0.7))
-    write_metrics(logs / "1", {**v2_metrics(1, 0.1), "diverged": True})
+    write_run(logs / "0", record(0, 0.7, *SYNTHETIC_CNN))
+    write_run(logs / "1", record(1, 0.1, *SYNTHETIC_CNN, diverged=True))
     code, stdout, _ = run_main(logs, tmp_path / "out", capsys)
     assert code == 0
     results = stdout.split("## Results")[1].split("##")[0]
@@ -866,6 +840,19 @@ def test_diverged_runs_marked_in_table(tmp_path: Path, capsys) -> None:
     assert "Diverged: seed 1" in stdout.split("## Notes")[1]
     (row,) = read_csv(tmp_path / "out" / "compare.csv")
     assert row["diverged_seeds"] == "1"
+
+
+# ---------------------------------------------------------------- intervals within 0-100
+def test_two_seed_interval_stays_within_0_and_100(tmp_path: Path) -> None:
+    # 2 seeds: t(0.975, 1) = 12.7, so mean 60 ± 12.7 x 5.66 reached [-11.62, 132.32].
+    runs = [record(s, acc, *SYNTHETIC_CNN) for s, acc in ((0, 0.20), (1, 1.00))]
+    (group,) = write_runs(tmp_path, runs).groups
+    sem = np.std([0.2, 1.0], ddof=1) / math.sqrt(2)
+    uncut = scipy_stats.t.interval(0.95, 1, loc=0.6, scale=sem)
+    assert uncut[0] < 0 and uncut[1] > 1
+    assert group.acc_ci == pytest.approx((0.0, 1.0))
+    close = stats.mean_interval([0.50, 0.52], bounds=(0.0, 1.0))
+    assert close == pytest.approx(scipy_stats.t.interval(0.95, 1, loc=0.51, scale=0.01))
 
 
 # ---------------------------------------------------------------- file permissions
@@ -880,13 +867,19 @@ def test_atomic_write_gives_umask_permissions(tmp_path: Path, umask: int, mode: 
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_tex_escapes_config_keys(tmp_path: Path) -> None:
-    runs = [v2_metrics(0, 0.9, model="stn", model__stn__lr_mult=m) for m in (0.5, 1.0)]
-    table = write_v2(tmp_path, runs)
-    tex = report.render_tex(table, compare.pair_differences(table))
-    assert r"model.stn.lr\_mult=0.5 &" in tex and "lr_mult" not in tex
+def test_tex_escapes_config_keys_and_comparison_signs(tmp_path: Path) -> None:
+    runs = [
+        record(0, 0.9, "model=stn", "data=synthetic", f"model.stn.lr_mult={m}") for m in (0.5, 1.0)
+    ]
+    table = write_runs(tmp_path, runs)
+    text = tex.render_tex(table, compare.pair_differences(table))
+    assert r"model.stn.lr\_mult=0.5 &" in text and "lr_mult" not in text
+    # OT1, LaTeX's default font encoding, prints < and > as ¡ and ¿: both go to math mode.
+    assert "P(B $>$ A)" in text and "p $<$ 0.05" in text
+    assert ">" not in text.replace("$>$", "") and "<" not in text.replace("$<$", "")
+    assert tex.tex_escape("a > b < c") == "a $>$ b $<$ c"
 
 
 def test_manifest_of_no_completed_runs_says_so() -> None:
     empty = groups.Table(groups=[], names=[], fixed={})
-    assert report.manifest_text(empty) == "Variance: no completed runs to describe."
+    assert notes.manifest_text(empty) == "Variance: no completed runs to describe."

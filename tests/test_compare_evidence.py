@@ -18,12 +18,26 @@ import json
 import math
 from pathlib import Path
 
+import arch.bootstrap
+import autorank
 import numpy as np
+import pandas
 import pytest
+from matplotlib.image import imread
+from matplotlib.text import Text
+from rliable import library as rliable_library
+from rliable import metrics as rliable_metrics
 from scipy import stats as scipy_stats
+from statsmodels.stats import contingency_tables, multitest, power, weightstats
+from test_compare_helpers import (
+    prediction_table,
+    record,
+    write_predicted_run,
+    write_run,
+)
 
 from stn_lab import compare
-from stn_lab.compare import groups, plots, predictions, report, sets, stats
+from stn_lab.compare import columns, groups, notes, plots, predictions, sets, stats
 
 # Paired accuracies (a[i], b[i] share seed i) for n = 2, 3 and 5, with unequal variances.
 CASES = [
@@ -36,20 +50,18 @@ ROPE = 0.05
 
 @pytest.fixture
 def rliable(monkeypatch):
-    """rliable 1.2 passes ``random_state=`` to arch's bootstraps, which arch 8 (the only arch
-    that imports beside pandas 3) no longer accepts; drop that keyword, change nothing else.
-    rliable draws its indices from numpy's global generator, seeded here."""
-    arch_bootstrap = pytest.importorskip("arch.bootstrap")
-    for cls in (arch_bootstrap.IIDBootstrap, arch_bootstrap.IndependentSamplesBootstrap):
+    """rliable 1.2 passes ``random_state=`` to arch's bootstraps, which arch 8 no longer
+    accepts; drop that keyword, change nothing else. rliable draws its indices from numpy's
+    global generator, seeded here."""
+    for cls in (arch.bootstrap.IIDBootstrap, arch.bootstrap.IndependentSamplesBootstrap):
         original = cls.__init__
 
         def init(self, *args, _original=original, random_state=None, **kwargs):
             _original(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, "__init__", init)
-    library = pytest.importorskip("rliable.library")
     np.random.seed(0)
-    return library, pytest.importorskip("rliable.metrics")
+    return rliable_library, rliable_metrics
 
 
 # ---------------------------------------------------------------- 2. per-image evidence
@@ -110,7 +122,6 @@ def test_multibootstrap_matches_the_published_algorithm(n_seeds: int, paired: bo
 @pytest.mark.parametrize(("a_only", "b_only"), [(0, 0), (3, 9), (10, 10), (1, 30), (40, 25)])
 @pytest.mark.parametrize("exact", [True, False])
 def test_mcnemar_matches_statsmodels(a_only: int, b_only: int, exact: bool) -> None:
-    contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
     both, neither = 50, 7
     a = np.array([1] * both + [1] * a_only + [0] * b_only + [0] * neither, dtype=bool)
     b = np.array([1] * both + [0] * a_only + [1] * b_only + [0] * neither, dtype=bool)
@@ -119,19 +130,9 @@ def test_mcnemar_matches_statsmodels(a_only: int, b_only: int, exact: bool) -> N
     if a_only + b_only == 0:
         assert ours.p == 1.0
         return
-    ref = contingency.mcnemar([[both, a_only], [b_only, neither]], exact=exact, correction=True)
+    table = [[both, a_only], [b_only, neither]]
+    ref = contingency_tables.mcnemar(table, exact=exact, correction=True)
     assert ours.p == pytest.approx(ref.pvalue)
-
-
-def table_of(index, label, pred, confidence) -> np.ndarray:
-    out = np.empty(len(index), dtype=PREDICTION_DTYPE)
-    out["index"], out["label"], out["pred"], out["confidence"] = index, label, pred, confidence
-    return out
-
-
-PREDICTION_DTYPE = np.dtype(
-    [("index", "<i4"), ("pred", "i1"), ("label", "i1"), ("confidence", "<f2")]
-)
 
 
 def test_disagreements_most_seeds_then_most_confident_mistake() -> None:
@@ -156,7 +157,6 @@ def test_disagreements_most_seeds_then_most_confident_mistake() -> None:
 # ---------------------------------------------------------------- 3. the verdict
 @pytest.mark.parametrize(("a", "b"), CASES)
 def test_tost_matches_statsmodels(a: list[float], b: list[float]) -> None:
-    weightstats = pytest.importorskip("statsmodels.stats.weightstats")
     xa, xb = np.array(a), np.array(b)
     for delta in (ROPE, 0.2):
         p, low, high = weightstats.ttost_paired(xb, xa, -delta, delta)
@@ -169,7 +169,6 @@ def test_tost_matches_statsmodels(a: list[float], b: list[float]) -> None:
 
 @pytest.mark.parametrize(("a", "b"), CASES)
 def test_power_matches_statsmodels(a: list[float], b: list[float]) -> None:
-    power = pytest.importorskip("statsmodels.stats.power")
     n = len(a)
     paired = stats.power_analysis(a, b, 0.005, paired=True)
     sd = np.std(np.subtract(b, a), ddof=1)
@@ -187,7 +186,6 @@ def test_power_matches_statsmodels(a: list[float], b: list[float]) -> None:
 
 
 def test_power_with_unequal_groups_matches_statsmodels() -> None:
-    power = pytest.importorskip("statsmodels.stats.power")
     a, b = [0.70, 0.74, 0.69], [0.80, 0.86, 0.79, 0.81, 0.90]
     ours = stats.power_analysis(a, b, 0.01, paired=False)
     effect = power.TTestIndPower().solve_power(nobs1=3, ratio=5 / 3, alpha=0.05, power=0.8)
@@ -266,8 +264,9 @@ def test_improvement_flag_above_threshold_and_noted(tmp_path: Path, capsys) -> N
                              np.random.default_rng(0)).flagged  # fmt: skip
     assert not stats.improvement(*POI_CASES[0], 100, np.random.default_rng(0)).flagged  # 0.75
     d = difference(*CASES[1])
-    assert report.difference_cells(d)["P(B > A)"].endswith("▲")
-    assert "above 0.75" in report.POI_NOTE and "lower end is above 0.5" in report.POI_NOTE
+    (poi,) = [c for c in columns.difference_columns(d.rope) if c.title == "P(B > A)"]
+    assert poi.cell(d).endswith("▲")
+    assert "above 0.75" in notes.POI_NOTE and "lower end is above 0.5" in notes.POI_NOTE
 
 
 # ---------------------------------------------------------------- 5. across distortion sets
@@ -284,26 +283,29 @@ def test_mean_and_iqm_intervals_match_rliable(rliable, n_seeds: int) -> None:
     scores = scores_matrix(n_seeds)
     assert sets.aggregate_mean(scores) == pytest.approx(metrics.aggregate_mean(scores))
     assert sets.aggregate_iqm(scores) == pytest.approx(metrics.aggregate_iqm(scores))
-    boot = sets.stratified_bootstrap(scores, 4000, np.random.default_rng(0))
+    taus = np.linspace(0.6, 1.0, 21)
+    mean, iqm, _ = sets.set_intervals(scores, taus, 4000, np.random.default_rng(0))
     point, interval = library.get_interval_estimates(
         {"m": scores},
         lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)]),
         reps=4000,
     )
-    ours = [
-        stats.percentile_interval(sets.aggregate_mean(boot)),
-        stats.percentile_interval(sets.aggregate_iqm(boot)),
-    ]
-    for k in range(2):
-        assert ours[k] == pytest.approx(tuple(interval["m"][:, k]), abs=0.004)
+    for k, ours in enumerate((mean, iqm)):
+        assert ours.point == pytest.approx(point["m"][k])
+        assert (ours.low, ours.high) == pytest.approx(tuple(interval["m"][:, k]), abs=0.004)
 
 
 def test_performance_profile_matches_rliable(rliable) -> None:
     library, _ = rliable
     scores = scores_matrix(3)
     taus = np.linspace(0.6, 1.0, 21)
-    profiles, _ = library.create_performance_profile({"m": scores}, taus, reps=10)
+    profiles, bands = library.create_performance_profile({"m": scores}, taus, reps=2000)
     assert sets.performance_profile(scores, taus) == pytest.approx(profiles["m"])
+    *_, ours = sets.set_intervals(scores, taus, 2000, np.random.default_rng(0))
+    assert ours.point == pytest.approx(profiles["m"])
+    # Percentiles of a step function: rliable's replicates may land one step (1/15) away.
+    np.testing.assert_allclose(ours.low, bands["m"][0], atol=0.07)
+    np.testing.assert_allclose(ours.high, bands["m"][1], atol=0.07)
 
 
 def test_design_guard_floors_are_the_exact_tests_smallest_p() -> None:
@@ -331,9 +333,6 @@ def test_design_guard_floors_are_the_exact_tests_smallest_p() -> None:
 
 @pytest.mark.parametrize(("n_sets", "n_models"), [(6, 3), (7, 4)])
 def test_ranks_and_cd_match_autorank(n_sets: int, n_models: int) -> None:
-    autorank = pytest.importorskip("autorank")
-    pandas = pytest.importorskip("pandas")
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
     rng = np.random.default_rng(n_sets)
     means = rng.uniform(0.6, 0.95, (n_sets, n_models)) + np.linspace(0, 0.05, n_models)
     means[0, :2] = 0.9  # a tie: ranks averaged
@@ -356,60 +355,31 @@ def test_ranks_and_cd_match_autorank(n_sets: int, n_models: int) -> None:
 
 
 # ---------------------------------------------------------------- end to end
-SYNTHETIC = {
-    "_target_": "stn_lab.data.datamodules.SyntheticDataModule",
-    "num_train": 64, "num_test": 40, "image_size": 28, "channels": 1, "num_classes": 10,
-    "batch_size": 16, "eval_batch_size": 40, "val_size": 0.1, "eval_seed": 0,
-    "keep_on_device": False, "distortion": None,
-}  # fmt: skip
-VARIANCE = {
-    "cnn": {
-        "randomised_by_seed": ["weight init", "training data order", "dropout masks"],
-        "fixed_across_seeds": ["validation split (data.eval_seed=0)", "validation and test images"],
-    },
-    "stn": {
-        "randomised_by_seed": ["weight init", "training data order"],
-        "fixed_across_seeds": ["validation split (data.eval_seed=0)", "validation and test images"],
-    },
-}
+def write_job(root: Path, model: str, seed: int, correct: np.ndarray, *overrides: str) -> Path:
+    """A completed job of ``train model=<model> data=synthetic data.num_test=40 <overrides>``
+    that scored its 40 test images as ``correct`` says."""
+    return write_predicted_run(
+        root, correct, seed, f"model={model}", "data=synthetic", "data.num_test=40", *overrides
+    )
 
 
-def write_run(root: Path, model: str, seed: int, correct: np.ndarray, distortion="none") -> None:
-    """A completed schema-2 run folder with its predictions.npy (40 synthetic test images)."""
-    root.mkdir(parents=True)
-    label = np.arange(len(correct)) % 10
-    table = table_of(np.arange(len(correct)), label, np.where(correct, label, (label + 1) % 10),
-                     np.linspace(0.5, 0.99, len(correct)))  # fmt: skip
-    np.save(root / "predictions.npy", table)
-    # As the distortion group records it: the set's built config (a rotation range stands in
-    # for each set here, cheap to redraw), or null for none.
-    sets = ("none", "R", "RTS", "P", "E", "TC")
-    rotation = {
-        "_target_": "stn_lab.data.distortions.AffineDistortion",
-        "rotation": [-10 * sets.index(distortion), 10 * sets.index(distortion)],
-    }
-    config = {
-        "seed": seed,
-        "model": {"name": model},
-        "data": {**SYNTHETIC, "distortion": rotation if distortion != "none" else None},
-        "trainer": {"max_epochs": 3},
-    }  # fmt: skip
-    record = {
-        "schema_version": 2, "status": "completed", "error": None, "seed": seed,
-        "choices": {"model": model, "data": "synthetic", "distortion": distortion},
-        "overrides": [], "class_names": [f"class_{k}" for k in range(10)],
-        "test": {"acc": float(np.mean(correct)), "loss": 1.0}, "config": config, "debug": [],
-        "step": 10, "diverged": False, "best_val_acc": 0.5, "variance": VARIANCE[model],
-        "predictions": "predictions.npy",
-    }  # fmt: skip
-    (root / "metrics.json").write_text(json.dumps(record))
+def edit_record(run: Path, change) -> None:
+    """Change a written metrics.json in place (a record of another version, a broken one)."""
+    payload = json.loads((run / "metrics.json").read_text())
+    change(payload)
+    (run / "metrics.json").write_text(json.dumps(payload))
+
+
+def without_dropout(payload: dict) -> None:
+    payload["variance"]["randomised_by_seed"].remove("dropout masks")
 
 
 def test_compare_shows_paired_rows_verdicts_evidence_and_manifest(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
     for seed in (0, 1, 2):
-        write_run(tmp_path / "logs" / f"cnn{seed}", "cnn", seed, rng.uniform(size=40) < 0.5)
-        write_run(tmp_path / "logs" / f"stn{seed}", "stn", seed, rng.uniform(size=40) < 0.9)
+        write_job(tmp_path / "logs" / f"cnn{seed}", "cnn", seed, rng.uniform(size=40) < 0.5)
+        stn = write_job(tmp_path / "logs" / f"stn{seed}", "stn", seed, rng.uniform(size=40) < 0.9)
+        edit_record(stn, without_dropout)  # as if another version had recorded it
     out = tmp_path / "out"
     assert compare.main([str(tmp_path / "logs"), "--out", str(out), "--rope", "1"]) == 0
     md = (out / "compare.md").read_text()
@@ -425,7 +395,7 @@ def test_compare_shows_paired_rows_verdicts_evidence_and_manifest(tmp_path: Path
     tex = (out / "compare.tex").read_text()
     assert "B better" in tex and "dropout masks (only model=cnn)" in tex
     assert r"paired t" in tex and "Per-image evidence" in tex
-    assert (out / "disagreements.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "disagreements.png").is_file()
     csv_text = (out / "differences.csv").read_text()
     assert "multiboot_low" in csv_text and ",better,B better" in csv_text
 
@@ -436,10 +406,7 @@ def test_a_training_only_data_setting_keeps_the_per_image_evidence(tmp_path: Pat
     for seed in (0, 1):
         for batch in (32, 64):
             root = tmp_path / "logs" / f"batch{batch}_seed{seed}"
-            write_run(root, "stn", seed, rng.uniform(size=40) < 0.8)
-            record = json.loads((root / "metrics.json").read_text())
-            record["config"]["data"]["batch_size"] = batch
-            (root / "metrics.json").write_text(json.dumps(record))
+            write_job(root, "stn", seed, rng.uniform(size=40) < 0.8, f"data.batch_size={batch}")
     out = tmp_path / "out"
     assert compare.main([str(tmp_path / "logs"), "--out", str(out)]) == 0
     md = (out / "compare.md").read_text()
@@ -450,13 +417,15 @@ def test_a_training_only_data_setting_keeps_the_per_image_evidence(tmp_path: Pat
 
 def test_disagreements_skipped_in_one_line_without_the_data(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(1)
+
+    def no_such_data(payload: dict) -> None:
+        payload["config"]["data"]["_target_"] = "stn_lab.data.datamodules.NoSuchDataModule"
+
     for seed in (0, 1):
         for model, acc in (("cnn", 0.5), ("stn", 0.9)):
-            write_run(tmp_path / "logs" / f"{model}{seed}", model, seed, rng.uniform(size=40) < acc)
-            path = tmp_path / "logs" / f"{model}{seed}" / "metrics.json"
-            record = json.loads(path.read_text())
-            record["config"]["data"]["_target_"] = "stn_lab.data.datamodules.NoSuchDataModule"
-            path.write_text(json.dumps(record))
+            run = tmp_path / "logs" / f"{model}{seed}"
+            write_job(run, model, seed, rng.uniform(size=40) < acc)
+            edit_record(run, no_such_data)
     assert compare.main([str(tmp_path / "logs"), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     (line,) = [e for e in err.splitlines() if "disagreements.png" in e]
@@ -471,8 +440,8 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys, monkeypatch) 
         for t, distortion in enumerate(("R", "RTS", "P", "E")):
             for seed in (0, 1, 2):
                 correct = rng.uniform(size=40) < acc - 0.05 * t
-                write_run(tmp_path / "logs" / f"{model}{distortion}{seed}", model, seed, correct,
-                          distortion)  # fmt: skip
+                write_job(tmp_path / "logs" / f"{model}{distortion}{seed}", model, seed, correct,
+                          f"distortion={distortion}")  # fmt: skip
     out = tmp_path / "out"
     assert compare.main([str(tmp_path / "logs"), "--out", str(out)]) == 0
     captured = capsys.readouterr()
@@ -492,30 +461,54 @@ def test_sweep_over_sets_guard_and_refusal(tmp_path: Path, capsys, monkeypatch) 
     assert (out / "profile.png").is_file() and not (out / "cd.png").exists()
     assert (out / "disagreements.png").is_file()
     tex = (out / "compare.tex").read_text()
-    assert r"model & R (\%) & RTS (\%) & P (\%) & E (\%) & mean & IQM \\" in tex
+    assert r"model & R (\%) & RTS (\%) & P (\%) & E (\%) & mean [95\% CI] & IQM [95\% CI] \\" in tex
 
 
-def test_sweep_over_six_sets_and_three_models_draws_the_cd_diagram(tmp_path: Path) -> None:
+def sets_table(accs: dict[tuple[str, str], list[float]]) -> groups.Table:
+    """A table of model x distortion groups with the given accuracies (seeds 0, 1, ...)."""
     table = groups.Table([], [("choice", "model"), ("choice", "distortion")], {})
-    rng = np.random.default_rng(3)
-    for model in ("a", "b", "c"):
-        for distortion in ("R", "RTS", "P", "E", "TC", "none"):
-            accs = list(rng.uniform(0.6, 0.9, 2))
-            table.groups.append(
-                groups.GroupStats(
-                    key=((model, distortion),), n=2, seeds=[0, 1], accs=accs,
-                    acc_mean=float(np.mean(accs)), acc_std=None, acc_ci=None, loss_mean=0.0,
-                    loss_std=None, values=(model, distortion),
-                )
-            )  # fmt: skip
-    analysis = sets.sets_analysis(table, reps=200)
+    for (model, distortion), values in accs.items():
+        table.groups.append(
+            groups.GroupStats(
+                key=((model, distortion),), n=len(values), seeds=list(range(len(values))),
+                accs=values, acc_mean=float(np.mean(values)), acc_std=None, acc_ci=None,
+                loss_mean=0.0, loss_std=None, values=(model, distortion),
+                label=f"model={model} distortion={distortion}",
+            )
+        )  # fmt: skip
+    return table
+
+
+SIX_SETS = ("R", "RTS", "P", "E", "TC", "none")
+
+
+def test_sweep_over_six_sets_and_three_models_ranks_by_hand(tmp_path: Path) -> None:
+    # Model a is best on every set. b beats c on four sets, c beats b on one, and they tie on
+    # one: mean ranks a = 1, b = (2 x 4 + 3 + 2.5) / 6 = 13.5 / 6 = 2.25, c = 16.5 / 6 = 2.75.
+    means = {
+        "a": [0.9] * 6,
+        "b": [0.8, 0.8, 0.8, 0.8, 0.6, 0.7],
+        "c": [0.7, 0.7, 0.7, 0.7, 0.65, 0.7],
+    }
+    accs = {
+        (m, s): [v, v] for m, values in means.items() for s, v in zip(SIX_SETS, values, strict=True)
+    }
+    analysis = sets.sets_analysis(sets_table(accs), reps=200)
     assert analysis.ranks is not None and not analysis.refusal
-    assert sorted(analysis.ranks.mean_ranks) == ["model=a", "model=b", "model=c"]
-    means = np.array([m.scores.mean(axis=0) for m in analysis.models]).T
-    assert analysis.ranks.mean_ranks == sets.rank_models(means, ["model=a", "model=b",
-                                                                 "model=c"]).mean_ranks  # fmt: skip
+    assert analysis.ranks.mean_ranks == pytest.approx({"model=a": 1.0, "model=b": 2.25,
+                                                       "model=c": 2.75})  # fmt: skip
+    # Friedman by hand: k = 3 models, N = 6 sets, rank sums R = 6, 13.5, 16.5.
+    chi2 = 12 / (6 * 3 * 4) * (6**2 + 13.5**2 + 16.5**2) - 3 * 6 * 4
+    ties = 1 - (2**3 - 2) / (6 * (3**3 - 3))  # one tie of two, in one of six blocks
+    assert analysis.ranks.friedman_p == pytest.approx(scipy_stats.chi2.sf(chi2 / ties, 2))
+    # Nemenyi: q(0.95, 3, inf) = 3.314 / sqrt(2) (Demsar 2006, table 5: 2.343).
+    assert analysis.ranks.cd == pytest.approx(2.343 * math.sqrt(3 * 4 / (6 * 6)), abs=1e-3)
+    figure = plots.cd_figure(analysis)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert {"model=a (1.00)", "model=b (2.25)", "model=c (2.75)"} <= set(texts)
+    assert f"CD = {analysis.ranks.cd:.2f}" in texts
     plots.write_cd(tmp_path / "cd.png", analysis)
-    assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
+    assert not_blank(tmp_path / "cd.png")
 
 
 def test_rope_must_be_positive(tmp_path: Path, capsys) -> None:
@@ -530,10 +523,128 @@ def test_runs_without_predictions_say_why(tmp_path: Path) -> None:
     for seed in (0, 1):
         for model in ("cnn", "stn"):
             correct = rng.uniform(size=40) < 0.7
-            write_run(tmp_path / "sweep" / f"{model}{seed}", model, seed, correct)
+            write_job(tmp_path / "sweep" / f"{model}{seed}", model, seed, correct)
     (tmp_path / "sweep" / "stn1" / "predictions.npy").unlink()
     table = compare.build_table(compare.load_runs([tmp_path]).results)
     (d,) = compare.pair_differences(table, groups.Analysis(reps=50))
-    assert d.images is None
+    assert d.images is None and not d.images_damaged
     assert d.images_missing == "sweep/stn1 has no predictions.npy (an older run?)"
-    assert report.image_cells(d)["McNemar (A only / B only, p)"].startswith("n/a: sweep/stn1")
+    mcnemar = columns.image_columns()[-1]
+    assert mcnemar.cell(d).startswith("n/a: sweep/stn1")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled", "noise", "wrong columns"])
+def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "sweep" / "3" / "predictions.npy"
+    path.parent.mkdir(parents=True)
+    np.save(path, prediction_table(np.ones(40, dtype=bool)))
+    data = path.read_bytes()
+    damaged = {
+        "truncated": data[: len(data) // 2],
+        "pickled": b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (2,), }"
+        + b" " * 50 + b"\n" + b"\x80\x04K\x01.",
+        "noise": bytes(range(256)),
+    }  # fmt: skip
+    if damage == "wrong columns":
+        np.save(path, np.arange(40))
+    else:
+        path.write_bytes(damaged[damage])
+    with pytest.raises(predictions.PredictionsError) as caught:
+        predictions.load_predictions(path)
+    message = str(caught.value)
+    assert caught.value.damaged and "sweep/3/predictions.npy" in message
+    assert "\n" not in message and "pickle" not in message.lower()
+
+
+# ---------------------------------------------------------------- the pictures
+def pixels(path: Path) -> np.ndarray:
+    return imread(path)[..., :3]
+
+
+def not_blank(path: Path) -> bool:
+    """Whether a PNG holds a drawing: more than 1% of its pixels are not background white."""
+    return float((pixels(path).min(axis=-1) < 0.9).mean()) > 0.01
+
+
+def two_group_table(tmp_path: Path, stn_accs: list[float]) -> groups.Table:
+    runs = [record(s, acc, "model=cnn", "data=synthetic") for s, acc in enumerate([0.6, 0.62])]
+    runs += [record(s, acc, "model=stn", "data=synthetic") for s, acc in enumerate(stn_accs)]
+    for i, run in enumerate(runs):
+        write_run(tmp_path / str(i), run)
+    return compare.build_table(compare.load_runs([tmp_path]).results)
+
+
+def test_comparison_picture_shows_one_bar_per_group_and_changes_with_them(tmp_path: Path) -> None:
+    table = two_group_table(tmp_path / "a", [0.80, 0.84])
+    figure = plots.comparison_figure(table)
+    (ax,) = figure.axes
+    bars = [p.get_width() for p in ax.patches]
+    assert sorted(bars) == pytest.approx([61.0, 82.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["model=cnn", "model=stn"]
+    plots.write_comparison(tmp_path / "a.png", table)
+    plots.write_comparison(tmp_path / "b.png", two_group_table(tmp_path / "b", [0.70, 0.72]))
+    assert not_blank(tmp_path / "a.png") and not_blank(tmp_path / "b.png")
+    assert not np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))
+
+
+def test_comparison_picture_title_fits_in_the_figure(tmp_path: Path) -> None:
+    # Every choice the groups share goes under the title: a long line that ran off the right.
+    shared = ("model=stn", "data=fashion_mnist_distorted", "localiser=coordconv",
+              "activation=leakyrelu", "transform=projective", "localiser_size=light")  # fmt: skip
+    runs = [
+        record(s, acc + s / 100, *shared, f"model.stn.lr_mult={m}")
+        for m, acc in ((0.1, 0.8), (1.0, 0.7))
+        for s in (0, 1)
+    ]
+    for i, run in enumerate(runs):
+        write_run(tmp_path / str(i), run)
+    table = compare.build_table(compare.load_runs([tmp_path]).results)
+    assert len(", ".join(f"{k}={v}" for k, v in table.fixed.items())) > 150
+    figure = plots.comparison_figure(table)
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)  # constrained layout places the title on drawing
+    (title,) = [t for t in figure.findobj(Text) if t.get_text().startswith("Test accuracy")]
+    box, inside = title.get_window_extent(renderer), figure.bbox
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0
+    assert box.y1 <= inside.y1
+    assert "optimizer=adam" in title.get_text() and "\n" in title.get_text()
+
+
+def test_profile_picture_has_one_curve_and_band_per_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    accs = {(m, s): list(rng.uniform(lo, lo + 0.1, 3)) for m, lo in (("a", 0.8), ("b", 0.6))
+            for s in ("R", "RTS", "P")}  # fmt: skip
+    analysis = sets.sets_analysis(sets_table(accs), reps=200)
+    figure = plots.profile_figure(analysis)
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["model=a", "model=b"]
+    assert len(ax.collections) == 2  # the bootstrap bands
+    for line, model in zip(ax.get_lines(), analysis.models, strict=True):
+        assert line.get_ydata() == pytest.approx(model.profile.point)
+    plots.write_profile(tmp_path / "a.png", analysis)
+    accs[("b", "R")] = [0.95, 0.96, 0.97]
+    plots.write_profile(tmp_path / "b.png", sets.sets_analysis(sets_table(accs), reps=200))
+    assert not_blank(tmp_path / "a.png")
+    assert not np.array_equal(pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png"))
+
+
+def test_disagreements_picture_shows_each_side_of_each_model_pair(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    for seed in (0, 1):
+        write_job(tmp_path / "logs" / f"cnn{seed}", "cnn", seed, rng.uniform(size=40) < 0.5)
+        write_job(tmp_path / "logs" / f"stn{seed}", "stn", seed, rng.uniform(size=40) < 0.9)
+    table = compare.build_table(compare.load_runs([tmp_path / "logs"]).results)
+    diffs = compare.pair_differences(table, groups.Analysis(reps=50))
+    figure = plots.disagreements_figure(diffs, [f"class_{k}" for k in range(10)])
+    (row,) = figure.subfigs
+    left, right = row.subfigs
+    assert left._suptitle.get_text().startswith("model=stn right, model=cnn wrong")
+    assert right._suptitle.get_text().startswith("model=cnn right, model=stn wrong")
+    (d,) = diffs
+    b_wins, a_wins = predictions.disagreements(d.images.a, d.images.b, plots.DISAGREEMENTS)
+    for side, wins in ((left, b_wins), (right, a_wins)):
+        (ax,) = side.axes
+        assert len(ax.images) == (1 if wins else 0)
+        assert len(ax.texts) == max(len(wins), 1)  # a caption per image, or "none"
+    assert plots.write_disagreements(tmp_path / "d.png", diffs) == ""
+    assert not_blank(tmp_path / "d.png")

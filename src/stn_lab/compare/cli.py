@@ -4,40 +4,39 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from stn_lab.atomic import atomic_write
 from stn_lab.compare.groups import DEFAULT_ROPE, Analysis, build_table, pair_differences
-from stn_lab.compare.plots import write_cd, write_disagreements, write_profile
 from stn_lab.compare.records import METRICS_FILE, load_runs
-from stn_lab.compare.report import (
-    render_markdown,
-    render_tex,
-    write_csv,
-    write_differences_csv,
-    write_plot,
-)
+from stn_lab.compare.report import write_report
 from stn_lab.compare.sets import sets_analysis
 
-#: The files ``main`` always writes into ``--out``; ``profile.png``, ``cd.png`` and
-#: ``disagreements.png`` follow when the runs allow them.
-OUTPUTS = ("compare.md", "compare.csv", "differences.csv", "compare.tex", "compare.png")
+#: Where ``train`` writes its runs unless ``paths.log_dir`` says otherwise (conf/paths).
+LOGS_ENV = "STN_LAB_LOGS"
+
+
+def default_logs() -> str:
+    """``$STN_LAB_LOGS`` when set (where ``train`` writes its runs then), else ``logs``."""
+    return os.environ.get(LOGS_ENV) or "logs"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stn_lab.compare",
         description="Aggregate finished runs over seeds, tabulate them, plot them and test "
-        "one-setting differences (paired t over shared seeds, else Welch; 95%% CI; Holm across "
-        "pairs; a verdict of better, equivalent or inconclusive). Reads metrics.json and "
-        "predictions.npy files.",
+        "the differences between groups whose labels differ in one setting (paired t over "
+        "shared seeds, else Welch; 95%% CI; Holm across pairs; a verdict of better, "
+        "equivalent or inconclusive, or none when the two groups differ in more than one "
+        "setting: confounded). Reads metrics.json and predictions.npy files.",
     )
     parser.add_argument(
         "dirs",
         nargs="*",
-        default=["logs"],
-        help="folders to search recursively for runs (default: logs)",
+        default=None,
+        help=f"folders to search recursively for runs (default: ${LOGS_ENV} when set, where "
+        "train writes its runs, else logs)",
     )
     parser.add_argument(
         "--out",
@@ -55,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--include-debug",
         action="store_true",
-        help="list debug runs (fast_dev_run, limit_*_batches, overfit_batches) in their own "
-        "section; they are never pooled with results",
+        help="compare debug runs (fast_dev_run, limit_*_batches, overfit_batches) too, in "
+        "groups of their own marked [debug]: their numbers come from a few batches, a check "
+        "that the pipeline works, not a result. Without it they are listed apart",
     )
     return parser
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.rope > 0:
         parser.error(f"--rope must be a positive number of accuracy points, got {args.rope}")
-    dirs = [str(d) for d in args.dirs]
+    dirs = [str(d) for d in args.dirs] if args.dirs else [default_logs()]
     for d in dirs:
         if not Path(d).is_dir():
             print(f"compare: warning: {d} is not a folder, skipped", file=sys.stderr)
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    table = build_table(found.results)
+    compared = [*found.results, *found.debug] if args.include_debug else found.results
+    table = build_table(compared)
     for g in table.groups:
         if g.duplicates:
             seeds = ", ".join(str(s) for s in sorted({r.seed for r in g.duplicates}))
@@ -89,29 +90,19 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     diffs = pair_differences(table, Analysis(rope=args.rope / 100))
+    for reason in dict.fromkeys(d.images_missing for d in diffs if d.images_damaged):
+        print(f"compare: warning: no per-image evidence: {reason}", file=sys.stderr)
+    for d in diffs:
+        if d.confounded:
+            print(
+                f"compare: warning: {d.a.label} vs {d.b.label}: {d.verdict_text}", file=sys.stderr
+            )
     sets = sets_analysis(table)
-    out = Path(args.out)
-    text = render_markdown(table, diffs, found, dirs, args.include_debug, sets)
-    atomic_write(out / "compare.md", text)
-    write_csv(out / "compare.csv", table)
-    write_differences_csv(out / "differences.csv", diffs)
-    atomic_write(out / "compare.tex", render_tex(table, diffs, sets))
-    write_plot(out / "compare.png", table)
-    written = [out / f for f in OUTPUTS]
-    if sets is not None and sets.models:
-        write_profile(out / "profile.png", sets)
-        written.append(out / "profile.png")
-        if sets.ranks is not None:
-            write_cd(out / "cd.png", sets)
-            written.append(out / "cd.png")
-        else:
-            print(f"compare: {sets.refusal}", file=sys.stderr)
-    names = next((list(g.class_names) for g in table.groups if g.class_names), [])
-    skipped = write_disagreements(out / "disagreements.png", diffs, names)
-    if skipped:
-        print(f"compare: no disagreements.png: {skipped}", file=sys.stderr)
-    else:
-        written.append(out / "disagreements.png")
+    text, written, skipped = write_report(
+        Path(args.out), table, diffs, found, dirs, args.include_debug, sets
+    )
+    for line in skipped:
+        print(f"compare: {line}", file=sys.stderr)
     print(text)
     print(f"Wrote {', '.join(str(f) for f in written)}")
     if found.failed or found.interrupted:
@@ -120,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted run(s), listed apart above",
             file=sys.stderr,
         )
-    if not found.results:
+    if not compared:
         debug = (
-            f" ({len(found.debug)} debug run(s), e.g. with limit_train_batches, are never "
-            "compared: train without the debug flags)"
+            f" ({len(found.debug)} debug run(s), e.g. with limit_train_batches, are not "
+            "results: train without the debug flags, or compare them as checks with "
+            "--include-debug)"
             if found.debug
             else ""
         )

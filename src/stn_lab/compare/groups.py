@@ -2,8 +2,10 @@
 
 :func:`build_table` groups completed runs by their settings (see :mod:`.records`), counts a
 repeated seed once, aggregates each group and names it by the settings that vary across the
-table. :func:`pair_differences` lists the pairs of groups that differ in one of those settings
-and tests each difference (:mod:`.stats`).
+table. :func:`pair_differences` lists the pairs of groups whose names differ in one setting,
+names every setting in which they differ (:mod:`.contrast`) and tests each difference
+(:mod:`.stats`); a pair that differs in more than one setting of its own accord is confounded
+and gets no verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stn_lab.compare.contrast import MODEL, Side, conjunction, contrast
 from stn_lab.compare.predictions import ImageEvidence, PredictionsError, image_evidence
 from stn_lab.compare.records import NA, GroupKey, RunRecord, Setting
 from stn_lab.compare.stats import (
@@ -24,6 +27,7 @@ from stn_lab.compare.stats import (
     Power,
     Tost,
     TTestResult,
+    clip_interval,
     holm,
     improvement,
     mean_interval,
@@ -33,13 +37,13 @@ from stn_lab.compare.stats import (
     welch_ci,
 )
 
-#: The Hydra choice whose ``n/a`` settings match anything when it differs (a CNN has no
-#: localiser, so an STN group and a CNN group pair up if everything else matches).
-MODEL = "model"
-
 BETTER = "better"
 EQUIVALENT = "equivalent"
 INCONCLUSIVE = "inconclusive"
+CONFOUNDED = "confounded"
+#: The values a mean accuracy, and a difference of two, can take: intervals are cut to them.
+ACCURACY_BOUNDS = (0.0, 1.0)
+DIFFERENCE_BOUNDS = (-1.0, 1.0)
 #: Settings that change the test images themselves (beside every ``data.*`` key but those of
 #: :data:`TRAINING_ONLY_DATA`).
 IMAGE_SETTINGS = ("data", "distortion")
@@ -90,6 +94,20 @@ class GroupStats:
     @property
     def diverged_seeds(self) -> list[int | None]:
         return [r.seed for r in self.runs if r.diverged]
+
+    @property
+    def debug(self) -> tuple[str, ...]:
+        """The debug flags of the group's runs (``--include-debug``): a check, not a result."""
+        return tuple(dict.fromkeys(flag for r in self.runs for flag in r.debug))
+
+    @property
+    def side(self) -> Side:
+        """The group as :func:`.contrast.contrast` compares it."""
+        return Side(
+            {k: v for (kind, k), v in self.described.items() if kind == "choice"},
+            {k: v for (kind, k), v in self.described.items() if kind == "config"},
+            frozenset(k for r in self.runs for k in r.overridden),
+        )
 
 
 @dataclass
@@ -162,7 +180,7 @@ def aggregate(key: GroupKey, members: Sequence[RunRecord]) -> GroupStats:
         accs=accs,
         acc_mean=acc_mean,
         acc_std=acc_std,
-        acc_ci=mean_interval(accs),
+        acc_ci=mean_interval(accs, bounds=ACCURACY_BOUNDS),
         loss_mean=loss_mean,
         loss_std=loss_std,
         described=runs[0].described,
@@ -243,7 +261,8 @@ def build_table(runs: Iterable[RunRecord]) -> Table:
     named = []
     for g in groups:
         values = tuple(g.described.get(s, NA) for s in names)
-        named.append(dataclasses.replace(g, values=values, label=label(values, names)))
+        text = label(values, names) + (" [debug]" if g.debug else "")
+        named.append(dataclasses.replace(g, values=values, label=text))
     named.sort(key=lambda g: (natural(g.values), g.key))
     fixed: dict[str, str] = {}
     if named:
@@ -286,7 +305,7 @@ def varied_setting(a: GroupStats, b: GroupStats, names: Sequence[Setting]) -> Se
 class Difference:
     """One row of the "Differences" section: group B minus group A in mean test accuracy."""
 
-    varied: str  # the setting that differs, as labels name it
+    varied: str  # the naming setting in which the labels differ
     a: GroupStats
     b: GroupStats
     test: TTestResult | None  # None when either group has n < 2
@@ -298,6 +317,19 @@ class Difference:
     improvement: Improvement | None = None  # P(B > A)
     images: ImageEvidence | None = None
     images_missing: str = ""  # why there is no per-image evidence
+    images_damaged: bool = False  # because a predictions.npy cannot be read
+    causes: tuple[str, ...] = ()  # every setting that differs of its own accord (.contrast)
+    follows: tuple[str, ...] = ()  # the config keys that a differing choice put there
+
+    @property
+    def differs_in(self) -> tuple[str, ...]:
+        """The settings the pair differs in, as rows name them: its causes."""
+        return self.causes or (self.varied,)
+
+    @property
+    def confounded(self) -> bool:
+        """More than one setting differs of its own accord: no one of them gets the credit."""
+        return len(self.causes) > 1
 
     @property
     def p(self) -> float | None:
@@ -310,7 +342,10 @@ class Difference:
     def verdict(self) -> str:
         """:data:`BETTER` when the interval excludes 0 and the (Holm) p < 1 - CONFIDENCE,
         else :data:`EQUIVALENT` when TOST puts the difference within ±rope at that level,
-        else :data:`INCONCLUSIVE`."""
+        else :data:`INCONCLUSIVE`; :data:`CONFOUNDED` (no verdict) when the groups differ in
+        more than one setting."""
+        if self.confounded:
+            return CONFOUNDED
         if self.test is None:
             return INCONCLUSIVE
         if self.test.significant and self.p < 1.0 - CONFIDENCE:
@@ -324,6 +359,8 @@ class Difference:
         """The verdict in words: which side is better, the bounds, or what the design can see."""
         rope = f"±{100 * self.rope:.2g} pp"
         verdict = self.verdict
+        if verdict == CONFOUNDED:
+            return f"confounded: A and B differ in {conjunction(self.causes)}"
         if verdict == BETTER:
             within = self.tost is not None and self.tost.p < 1.0 - CONFIDENCE
             side = "B better" if self.diff > 0 else "A better"
@@ -356,7 +393,11 @@ def compare_groups(a: GroupStats, b: GroupStats) -> TTestResult | None:
     """Paired t test when both groups ran the same seeds (each seed shares the split, data
     order and distortion draws on both sides), else Welch's test; ``None`` if n < 2."""
     same_seeds = a.seeds == b.seeds and None not in a.seeds
-    return paired_ci(a.accs, b.accs) if same_seeds else welch_ci(a.accs, b.accs)
+    test = paired_ci(a.accs, b.accs) if same_seeds else welch_ci(a.accs, b.accs)
+    if test is None:
+        return None
+    low, high = clip_interval((test.low, test.high), DIFFERENCE_BOUNDS)
+    return dataclasses.replace(test, low=low, high=high)
 
 
 def pair_differences(table: Table, analysis: Analysis | None = None) -> list[Difference]:
@@ -365,8 +406,8 @@ def pair_differences(table: Table, analysis: Analysis | None = None) -> list[Dif
 
     A and B are ordered by the value of the varied setting, numbers by value and text
     alphabetically (``cnn`` before ``stn``, so the model rows read "STN minus CNN"). When more
-    than one pair has a test, their p-values are Holm-adjusted together: the table is one
-    family of comparisons.
+    than one unconfounded pair has a test, their p-values are Holm-adjusted together: the
+    verdicts drawn from the table are one family of comparisons (a confounded pair draws none).
     """
     analysis = analysis or Analysis()
     rng = np.random.default_rng(analysis.seed)
@@ -385,11 +426,15 @@ def pair_differences(table: Table, analysis: Analysis | None = None) -> list[Dif
                 for s, va, vb in zip(names, a.values, b.values, strict=True)
                 if s != setting and (va, vb) != (NA, NA)
             ]
-            diff = Difference(setting_name(setting), a, b, compare_groups(a, b), " ".join(shared))
+            differ = contrast(a.side, b.side)
+            diff = Difference(
+                setting_name(setting), a, b, compare_groups(a, b), " ".join(shared),
+                causes=differ.causes, follows=differ.follows,
+            )  # fmt: skip
             out.append((idx, _evidence(diff, analysis, rng)))
     out.sort(key=lambda item: (item[0], natural(item[1].a.values), natural(item[1].b.values)))
     diffs = [d for _, d in out]
-    tested = [i for i, d in enumerate(diffs) if d.test is not None]
+    tested = [i for i, d in enumerate(diffs) if d.test is not None and not d.confounded]
     if len(tested) > 1:
         adjusted = holm([diffs[i].test.p for i in tested])
         for i, p in zip(tested, adjusted, strict=True):
@@ -397,21 +442,27 @@ def pair_differences(table: Table, analysis: Analysis | None = None) -> list[Dif
     return diffs
 
 
+def _changes_images(setting: str) -> bool:
+    """Whether a setting changes the test images themselves (not only how the model trains)."""
+    return setting in IMAGE_SETTINGS or (
+        setting.startswith("data.") and setting not in TRAINING_ONLY_DATA
+    )
+
+
 def _evidence(d: Difference, analysis: Analysis, rng: np.random.Generator) -> Difference:
     """``d`` with its equivalence test, power, P(B > A) and per-image evidence filled in."""
     paired = d.test is not None and d.test.test == PAIRED
     a, b = d.a.accs, d.b.accs
-    images, missing = None, ""
-    if d.varied in IMAGE_SETTINGS or (
-        d.varied.startswith("data.") and d.varied not in TRAINING_ONLY_DATA
-    ):
+    images, missing, damaged = None, "", False
+    changes_images = [s for s in (*d.differs_in, *d.follows) if _changes_images(s)]
+    if changes_images:
         # Same indices, other pictures: an image-by-image pairing would compare unlike items.
-        missing = f"the groups differ in {d.varied}, so they score different test images"
+        missing = f"the groups differ in {changes_images[0]}, so they score different test images"
     else:
         try:
             images = image_evidence(d.a.runs, d.b.runs, paired, analysis.reps, rng)
         except PredictionsError as err:
-            missing = str(err)
+            missing, damaged = str(err), err.damaged
     return dataclasses.replace(
         d,
         rope=analysis.rope,
@@ -420,4 +471,5 @@ def _evidence(d: Difference, analysis: Analysis, rng: np.random.Generator) -> Di
         improvement=improvement(a, b, analysis.reps, rng) if min(d.a.n, d.b.n) >= 2 else None,
         images=images,
         images_missing=missing,
+        images_damaged=damaged,
     )

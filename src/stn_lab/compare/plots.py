@@ -1,27 +1,30 @@
-"""The pictures beside ``compare.md``: performance profiles (``profile.png``), the
-critical-difference diagram (``cd.png``) and the images two models disagree on
-(``disagreements.png``).
+"""The pictures beside ``compare.md``: mean accuracy per group (``compare.png``), performance
+profiles (``profile.png``), the critical-difference diagram (``cd.png``) and the images two
+models disagree on (``disagreements.png``).
 
-All are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot state, no GUI
-backend). Only :func:`load_test_images` touches the training side, and only when called: it rebuilds
-the run's DataModule to get the distorted test images, which imports torch and Lightning.
+Each picture is a function that builds its figure (for tests and notebooks) and one that
+writes it (:func:`stn_lab.atomic.atomic_png`). All are drawn with matplotlib's object-oriented
+API on an Agg canvas (no pyplot state, no GUI backend). Only :func:`load_test_images` touches
+the training side, and only when called: it rebuilds the run's DataModule to get the distorted
+test images, which imports torch and Lightning.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stn_lab.atomic import atomic_write
-from stn_lab.compare.groups import MODEL, Difference
+from stn_lab.atomic import atomic_png
+from stn_lab.compare.groups import MODEL, Difference, Table
 from stn_lab.compare.predictions import disagreements
 from stn_lab.compare.sets import SetsAnalysis
+from stn_lab.compare.stats import CONFIDENCE
 
 #: Images per side in ``disagreements.png`` (a square grid), and the model pairs it shows.
 DISAGREEMENTS = 16
@@ -37,30 +40,84 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write(path, buf.getvalue())
+def comparison_figure(table: Table) -> Any:
+    """``compare.png``: horizontal bars of mean test accuracy (%) with ±1 std error bars, under
+    a title that names the settings all groups share."""
+    stats = table.groups
+    fig = _figure(8.0, 1.6 + 0.45 * max(len(stats), 1))
+    ax = fig.add_subplot()
+    if not stats:
+        ax.text(0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    means = np.array([100 * g.acc_mean for g in stats])
+    stds = np.array([0.0 if g.acc_std is None else 100 * g.acc_std for g in stats])
+    y = np.arange(len(stats))[::-1]  # first group on top
+    ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=4)
+    ax.set_yticks(y, [g.label for g in stats])
+    lo = float(np.min(means - stds))
+    left = max(0.0, math.floor(lo - 0.25 * max(float(np.ptp(means)), 2.0)))
+    right = min(100.0, float(np.max(means + stds)) + 0.15 * max(float(np.ptp(means)), 4.0))
+    right = max(right, float(np.max(means)) + 1.0)
+    ax.set_xlim(left, right)
+    for yi, m, s, g in zip(y, means, stds, stats, strict=True):
+        ax.text(m + s, yi, f"  {m:.2f}% (n={g.n})", va="center", fontsize=9)
+    xlabel = "mean test accuracy (%), error bars ±1 sample std over seeds"
+    ax.set_xlabel(xlabel + ("; axis does not start at 0" if left > 0 else ""))
+    shared = ", ".join(f"{k}={v}" for k, v in table.fixed.items())
+    title = "Test accuracy per group" + (f" ({shared})" if shared else "")
+    # Centred on the figure, not on the axes (which the group labels push right), and wrapped
+    # to its width: a long list of shared settings ran off the right edge.
+    fig.suptitle(_wrap(fig, title, TITLE_SIZE), fontsize=TITLE_SIZE)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
 
 
-def write_profile(path: Path, sets: SetsAnalysis) -> None:
+#: The font size of compare.png's title, in points.
+TITLE_SIZE = 12
+
+
+def _wrap(fig: Any, text: str, fontsize: float) -> str:
+    """``text`` wrapped at word breaks into the fewest lines that fit the figure's width,
+    measured with its renderer."""
+    renderer = fig.canvas.get_renderer()
+    limit = 0.95 * fig.bbox.width
+    for chars in range(len(text), 10, -4):
+        wrapped = "\n".join(textwrap.wrap(text, chars))
+        probe = fig.text(0, 0, wrapped, fontsize=fontsize)
+        width = probe.get_window_extent(renderer).width
+        probe.remove()
+        if width <= limit:
+            return wrapped
+    return "\n".join(textwrap.wrap(text, 10))
+
+
+def write_comparison(path: Path, table: Table) -> None:
+    atomic_png(comparison_figure(table), path)
+
+
+def profile_figure(sets: SetsAnalysis) -> Any:
     """``profile.png``: for each model, the share of its seed x set runs whose test accuracy
-    is above tau, with the stratified-bootstrap 95% band."""
+    is above tau, with its stratified-bootstrap band."""
     fig = _figure(7.0, 4.5)
     ax = fig.add_subplot()
     for m in sets.models:
-        (line,) = ax.plot(100 * sets.taus, m.profile, label=m.label)
-        ax.fill_between(100 * sets.taus, m.profile_low, m.profile_high, alpha=0.2,
+        (line,) = ax.plot(100 * sets.taus, m.profile.point, label=m.label)
+        ax.fill_between(100 * sets.taus, m.profile.low, m.profile.high, alpha=0.2,
                         color=line.get_color())  # fmt: skip
     ax.set_xlabel("test accuracy τ (%)")
-    ax.set_ylabel("fraction of runs with accuracy > τ")
+    ax.set_ylabel(f"fraction of runs with accuracy > τ ({100 * CONFIDENCE:.0f}% band)")
     ax.set_title(f"Performance profiles over {len(sets.sets)} sets ({', '.join(sets.sets)})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
-def write_cd(path: Path, sets: SetsAnalysis) -> None:
+def write_profile(path: Path, sets: SetsAnalysis) -> None:
+    atomic_png(profile_figure(sets), path)
+
+
+def cd_figure(sets: SetsAnalysis) -> Any:
     """``cd.png``: mean ranks on an axis (1 = best, left) with the Nemenyi critical difference,
     and a bar joining models whose ranks differ by less than it."""
     ranks = sets.ranks
@@ -91,7 +148,11 @@ def write_cd(path: Path, sets: SetsAnalysis) -> None:
             y += 0.2
     ax.set_axis_off()
     ax.set_title(f"Mean rank over {len(sets.sets)} sets (Friedman p = {ranks.friedman_p:.3g})")
-    _save(fig, path)
+    return fig
+
+
+def write_cd(path: Path, sets: SetsAnalysis) -> None:
+    atomic_png(cd_figure(sets), path)
 
 
 def load_test_images(data_config: dict[str, Any], indices: Sequence[int]) -> np.ndarray:
@@ -110,8 +171,9 @@ def load_test_images(data_config: dict[str, Any], indices: Sequence[int]) -> np.
 
 
 def model_pairs(diffs: Sequence[Difference]) -> list[Difference]:
-    """The differences worth a disagreement grid: model against model, with predictions."""
-    return [d for d in diffs if d.varied == MODEL and d.images is not None]
+    """The differences worth a disagreement grid: model against model (and nothing else),
+    with predictions."""
+    return [d for d in diffs if d.differs_in == (MODEL,) and d.images is not None]
 
 
 def write_disagreements(
@@ -121,6 +183,15 @@ def write_disagreements(
     confident images B gets right and A wrong, and the reverse. Returns "" when written, else
     the one-line reason it was not (no model pair with predictions, or the test images cannot
     be rebuilt here)."""
+    fig = disagreements_figure(diffs, class_names)
+    if isinstance(fig, str):
+        return fig
+    atomic_png(fig, path)
+    return ""
+
+
+def disagreements_figure(diffs: Sequence[Difference], class_names: Sequence[str] = ()) -> Any:
+    """The figure of :func:`write_disagreements`, or the one-line reason there is none."""
     pairs = model_pairs(diffs)[:MAX_PAIRS]
     if not pairs:
         return "no model pair with predictions.npy on both sides"
@@ -154,8 +225,7 @@ def write_disagreements(
         ):
             _grid(sub, wins, found, class_names)
             sub.suptitle(f"{right.label} right, {wrong.label} wrong ({len(wins)})", fontsize=9)
-    _save(fig, path)
-    return ""
+    return fig
 
 
 def _grid(fig: Any, wins: Sequence[tuple[int, int, int, float]], images: dict,

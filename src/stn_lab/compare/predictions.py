@@ -16,28 +16,46 @@ import numpy as np
 from scipy import stats
 
 from stn_lab.compare.records import RunRecord
-from stn_lab.compare.stats import CONFIDENCE, percentile_interval
+from stn_lab.compare.stats import CONFIDENCE, bootstrap
 
 #: The columns ``compare`` reads from ``predictions.npy``.
 COLUMNS = ("index", "pred", "label", "confidence")
-#: Replicates per chunk of the multibootstrap: a chunk x (disputed images) count matrix.
-CHUNK = 500
 
 
 class PredictionsError(ValueError):
-    """A ``predictions.npy`` that is missing, unreadable or does not match the other runs'."""
+    """A ``predictions.npy`` that is missing, unreadable or does not match the other runs'.
+    ``damaged``: the file is there but cannot be read as a predictions table."""
+
+    def __init__(self, message: str, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
 
 
 def load_predictions(path: Path) -> np.ndarray:
-    """A run's predictions, sorted by test index; :class:`PredictionsError` says what is wrong."""
+    """A run's predictions, sorted by test index; :class:`PredictionsError` names the file and
+    says what is wrong with it in one line."""
+    where = _file(path)
     try:
         table = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise PredictionsError(f"cannot read {path.name}: {err}") from err
+    except OSError as err:
+        raise PredictionsError(f"cannot read {where}: {err.strerror or err}", True) from err
+    except Exception as err:  # noqa: BLE001 - numpy raises several types for a damaged file
+        # numpy's own message may advise loading with allow_pickle, which would run whatever
+        # code a damaged or planted file holds: say what is wrong instead.
+        raise PredictionsError(
+            f"{where} is damaged (truncated, or not a numpy array file): run the job again to "
+            "rewrite it",
+            True,
+        ) from err
     names = table.dtype.names or ()
     if table.ndim != 1 or not set(COLUMNS) <= set(names):
-        raise PredictionsError(f"{path.name} lacks the columns {', '.join(COLUMNS)}")
+        raise PredictionsError(f"{where} lacks the columns {', '.join(COLUMNS)}", True)
     return table[np.argsort(table["index"], kind="stable")]
+
+
+def _file(path: Path) -> str:
+    """A run's file by its run folder's last two parts and its name (``<sweep>/3/x.npy``)."""
+    return "/".join(Path(path).parts[-3:])
 
 
 @dataclass(frozen=True)
@@ -120,26 +138,27 @@ def multibootstrap(
         raise ValueError(f"multibootstrap needs matching shapes, got {a.shape} and {b.shape}")
     n_images = a.shape[1]
     # An image every run gets right (or every run wrong) adds the same to each seed's accuracy
-    # on both sides, so it cancels from B - A: only the others need counting. Of a replicate's
-    # n_images draws, Binomial(n_images, m / n_images) land on those m images, uniformly.
+    # on both sides, so it cancels from B - A: only the draws that land on the others count.
     active = np.flatnonzero(~((a.all(0) & b.all(0)) | ~(a.any(0) | b.any(0))))
     m = active.size
+    slot = np.full(n_images, m)  # an image's column in the count matrix; m collects the rest
+    slot[active] = np.arange(m)
     a_active = a[:, active].T.astype(np.float64) / n_images  # [image, seed]
     b_active = b[:, active].T.astype(np.float64) / n_images
-    out = []
-    for start in range(0, reps, CHUNK):
-        k = min(CHUNK, reps - start)
-        hits = rng.binomial(n_images, m / n_images, k)
-        drawn = rng.integers(0, max(m, 1), hits.sum()) + m * np.repeat(np.arange(k), hits)
-        counts = np.bincount(drawn, minlength=k * m).reshape(k, m).astype(np.float64)
+
+    def difference(images: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray | None = None):
+        k = images.shape[0]
+        cells = slot[images] + (m + 1) * np.arange(k)[:, None]
+        counts = np.bincount(cells.ravel(), minlength=k * (m + 1)).reshape(k, m + 1)[:, :m]
         acc_a, acc_b = counts @ a_active, counts @ b_active  # [replicate, seed], up to a constant
-        seeds_a = rng.integers(0, a.shape[0], (k, a.shape[0]))
-        seeds_b = seeds_a if paired else rng.integers(0, b.shape[0], (k, b.shape[0]))
         rows = np.arange(k)[:, None]
-        out.append(acc_b[rows, seeds_b].mean(axis=1) - acc_a[rows, seeds_a].mean(axis=1))
-    low, high = percentile_interval(np.concatenate(out), confidence)
+        seeds_b = seeds_a if seeds_b is None else seeds_b
+        return acc_b[rows, seeds_b].mean(axis=1) - acc_a[rows, seeds_a].mean(axis=1)
+
+    seeds = (a.shape[0],) if paired else (a.shape[0], b.shape[0])
+    interval = bootstrap(difference, (n_images, *seeds), reps, rng, confidence)
     diff = float(b.mean(axis=1).mean() - a.mean(axis=1).mean())
-    return Multibootstrap(diff, low, high, reps, paired)
+    return Multibootstrap(diff, interval.low, interval.high, reps, paired)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stn_lab.errors import first_line
 from stn_lab.run_record import DEBUG_FLAGS, debug_flags, flatten, result_neutral
 
 #: Value of a setting that does not apply (e.g. ``localiser`` for ``model=cnn``) or is missing.
@@ -34,6 +35,8 @@ METRICS_FILE = "metrics.json"
 #: best_val_acc and the ``interrupted`` status; v1 records are grouped by choices + overrides).
 SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 COMPLETED = "completed"
+#: A failed run's error is shown by its first line, cut to this many characters.
+REASON_LIMIT = 300
 INTERRUPTED = "interrupted"
 
 #: A setting that can name a group: ``("choice", group)`` for a Hydra choice such as
@@ -72,6 +75,7 @@ class RunRecord:
     params_total: int | None = None
     params_stn: int | None = None
     predictions: Path | None = None  # predictions.npy, when the run wrote one
+    overridden: tuple[str, ...] = ()  # the config keys set on the command line
     variance: dict[str, tuple[str, ...]] | None = None  # what the seed randomises / fixes
     data_config: dict[str, Any] | None = None  # the resolved ``data`` config, to redraw images
 
@@ -108,18 +112,35 @@ class RunSet:
 
 #: Folders where MLflow keeps its runs' artifacts (a file store; a database store's artifacts).
 LOGGER_STORES = ("mlruns", "mlartifacts")
+#: MLflow's file store writes this into every experiment and run folder, wherever the store is
+#: (``logger.mlflow.tracking_uri=file:<anywhere>``).
+MLFLOW_META = "meta.yaml"
+#: The folder in which MLflow keeps a run's files (a copy of metrics.json among them).
+MLFLOW_ARTIFACTS = "artifacts"
 
 
 class MetricsError(ValueError):
     """A required metrics.json field that is missing or not a number; the message says which."""
 
 
+def logger_store(here: Path, dirnames: Iterable[str], filenames: Iterable[str]) -> bool:
+    """Whether folder ``here`` belongs to a logger's store rather than to a run.
+
+    MLflow's default stores go by name (:data:`LOGGER_STORES`); a store elsewhere is known by
+    what MLflow writes into it: a ``meta.yaml`` in every experiment and run folder, and a
+    run's files (metrics.json too) in an ``artifacts/`` folder that has no ``.hydra/``.
+    """
+    if here.name in LOGGER_STORES or MLFLOW_META in filenames:
+        return True
+    return here.name == MLFLOW_ARTIFACTS and ".hydra" not in dirnames and METRICS_FILE in filenames
+
+
 def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """All run folders under ``dirs`` (recursive): folders holding ``.hydra/`` or metrics.json.
 
-    Loggers keep copies of a run's ``metrics.json`` (MLflow's artifacts in ``mlruns/`` beside the
-    runs, W&B's files inside the run folder); those copies are not runs, so the walk never goes
-    below a run folder nor into MLflow's stores.
+    Loggers keep copies of a run's ``metrics.json`` (MLflow's artifacts in its store, W&B's
+    files inside the run folder); those copies are not runs, so the walk never goes below a
+    run folder nor into a logger's store (:func:`logger_store`).
     """
     found: dict[Path, None] = {}
     for root in dirs:
@@ -128,26 +149,21 @@ def find_run_dirs(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
+            if here != root and logger_store(here, dirnames, filenames):
+                dirnames[:] = []
+                continue
             if ".hydra" in dirnames or METRICS_FILE in filenames:
                 found.setdefault(here.resolve(), None)
                 dirnames[:] = []  # a run holds no other run
                 continue
-            # Never descend into hidden folders (.hydra, .git, ...) or logger stores; sorted for
-            # a stable order.
-            dirnames[:] = sorted(
-                d for d in dirnames if not d.startswith(".") and d not in LOGGER_STORES
-            )
+            # Hidden folders (.hydra, .git, .trash) hold no runs; sorted for a stable order.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return sorted(found)
 
 
 def _text(value: Any) -> str:
     """A setting's value as text: strings as they are, anything else as JSON (``null``, ``0.5``)."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _first_line(text: Any, limit: int = 300) -> str:
-    line = str(text).strip().splitlines()[0].strip() if str(text).strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _norm_choices(raw: Any) -> dict[str, str]:
@@ -166,13 +182,68 @@ def _overrides(raw: Any) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+#: Lightning callbacks that change what a run learns (stopping, weight averaging, freezing,
+#: pruning, tuning a rate or a batch size): whether listed in the ``callbacks`` group or in
+#: ``trainer.callbacks``, such a callback's settings tell groups apart. Others (checkpoints,
+#: progress bars, monitors, stn_lab's pictures and epoch log) never change a result.
+RESULT_CHANGING_CALLBACKS = (
+    "EarlyStopping", "StochasticWeightAveraging", "WeightAveraging", "EMAWeightAveraging",
+    "GradientAccumulationScheduler", "BaseFinetuning", "BackboneFinetuning", "ModelPruning",
+    "QuantizationAwareTraining", "Timer", "LearningRateFinder", "BatchSizeFinder",
+)  # fmt: skip
+#: Trainer arguments that only say where metrics go, as the ``logger`` group does.
+NEUTRAL_TRAINER_KEYS = ("trainer.logger",)
+
+
+def callback_changes_results(entry: Any, name: str | None = None) -> bool:
+    """Whether a callback config can change a run's result: a ``callbacks.<name>`` entry that
+    :func:`stn_lab.run_record.result_neutral` keeps (early stopping), or any callback, however
+    added, whose ``_target_`` class is one of :data:`RESULT_CHANGING_CALLBACKS`."""
+    if name is not None and not result_neutral(f"callbacks.{name}"):
+        return True
+    target = entry.get("_target_") if isinstance(entry, dict) else None
+    return isinstance(target, str) and target.rsplit(".", 1)[-1] in RESULT_CHANGING_CALLBACKS
+
+
+def _config_settings(config: dict[str, Any]) -> dict[str, str]:
+    """The result-relevant settings of a resolved config, flattened to dotted keys.
+
+    Callbacks are judged one by one, the same way wherever they are listed: the ``callbacks``
+    group's entries by :func:`callback_changes_results` (not all as neutral), and so are the
+    entries of ``+trainer.callbacks=[...]`` (not all as relevant: their resolved paths would
+    put every run in a group of its own).
+    """
+    config = dict(config)
+    group = config.pop("callbacks", None)
+    trainer = config.get("trainer")
+    listed = None
+    if isinstance(trainer, dict):
+        trainer = dict(trainer)
+        listed = trainer.pop("callbacks", None)
+        config["trainer"] = trainer
+    flat = {
+        k: _text(v)
+        for k, v in flatten(config).items()
+        if not result_neutral(k)
+        and not any(k == n or k.startswith(n + ".") for n in NEUTRAL_TRAINER_KEYS)
+    }
+    if isinstance(group, dict):
+        for name, entry in group.items():
+            if callback_changes_results(entry, str(name)):
+                flat.update((k, _text(v)) for k, v in flatten({"callbacks": {name: entry}}).items())
+    entries = listed if isinstance(listed, list) else [] if listed is None else [listed]
+    relevant = [e for e in entries if callback_changes_results(e)]
+    if relevant:
+        flat["trainer.callbacks"] = _text(relevant)
+    return flat
+
+
 def _settings(data: dict[str, Any], choices: dict[str, str]) -> dict[str, str]:
     """What identifies the run's group (see RunRecord); v1 falls back to choices + overrides."""
     config = data.get("config")
     if isinstance(config, dict):
-        flat = {k: _text(v) for k, v in flatten(config).items()}
-    else:
-        flat = {**_overrides(data.get("overrides")), **choices}
+        return _config_settings(config)
+    flat = {**_overrides(data.get("overrides")), **choices}
     return {k: v for k, v in flat.items() if not result_neutral(k)}
 
 
@@ -253,6 +324,7 @@ def parse_metrics(data: dict[str, Any], path: Path) -> RunRecord:
         seed=_optional_int(data.get("seed")),
         choices=choices,
         settings=_settings(data, choices),
+        overridden=tuple(_overrides(data.get("overrides"))),
         debug=_debug(data),
         diverged=data.get("diverged") is True,
         step=_optional_int(data.get("step")),
@@ -264,7 +336,8 @@ def parse_metrics(data: dict[str, Any], path: Path) -> RunRecord:
     status = data.get("status")
     if status != COMPLETED:
         error = data.get("error")
-        reason = _first_line(error) if error else f"status is {status!r} (no error message)"
+        no_error = f"status is {status!r} (no error message)"
+        reason = first_line(str(error), REASON_LIMIT) if error else no_error
         label = status if status in ("failed", INTERRUPTED) else f"status {status!r}"
         return dataclasses.replace(record, status=label, reason=reason)
     test = data.get("test")

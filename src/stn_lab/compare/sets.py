@@ -20,10 +20,11 @@ from stn_lab.compare.groups import GroupStats, Table, label, natural
 from stn_lab.compare.records import NA, Setting
 from stn_lab.compare.stats import (
     CONFIDENCE,
+    Interval,
+    bootstrap,
     friedman_floor,
     holm,
     mann_whitney_floor,
-    percentile_interval,
     wilcoxon_floor,
 )
 
@@ -48,25 +49,40 @@ def aggregate_iqm(scores: np.ndarray) -> np.ndarray:
     return stats.trim_mean(flat, 0.25, axis=-1)
 
 
-def stratified_bootstrap(scores: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """``reps`` resamples of a ``[seed, set]`` matrix, seeds drawn with replacement within each
-    set independently (rliable's ``StratifiedBootstrap``): ``[reps, seed, set]``."""
-    n_seeds, n_sets = scores.shape
-    rows = rng.integers(0, n_seeds, (reps, n_seeds, n_sets))
-    return scores[rows, np.arange(n_sets)]
-
-
 def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """The fraction of runs scoring above each tau, averaged over sets: ``[..., tau]``."""
     above = scores[..., None] > taus
     return above.mean(axis=-3).mean(axis=-2)
 
 
-@dataclass(frozen=True)
-class Interval:
-    point: float
-    low: float
-    high: float
+def set_intervals(
+    scores: np.ndarray,
+    taus: np.ndarray,
+    reps: int,
+    rng: np.random.Generator,
+    confidence: float = CONFIDENCE,
+) -> tuple[Interval, Interval, Interval]:
+    """The mean over sets, the IQM and the performance profile at ``taus`` of a ``[seed, set]``
+    matrix, each with its stratified-bootstrap interval: the seeds are drawn with replacement
+    within each set, independently (rliable's ``StratifiedBootstrap``), and the three share
+    the replicates."""
+    n_seeds, n_sets = scores.shape
+
+    def statistic(*rows: np.ndarray) -> np.ndarray:
+        sample = np.stack([scores[r, t] for t, r in enumerate(rows)], axis=-1)  # [k, seed, set]
+        return np.concatenate(
+            [
+                aggregate_mean(sample)[:, None],
+                aggregate_iqm(sample)[:, None],
+                performance_profile(sample, taus),
+            ],
+            axis=1,
+        )
+
+    both = bootstrap(statistic, (n_seeds,) * n_sets, reps, rng, confidence)
+    mean, iqm = (Interval(float(both.point[i]), float(both.low[i]), float(both.high[i]))
+                 for i in (0, 1))  # fmt: skip
+    return mean, iqm, Interval(both.point[2:], both.low[2:], both.high[2:])
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,7 @@ class ModelScores:
     scores: np.ndarray
     mean: Interval
     iqm: Interval
-    profile: np.ndarray  # at SetsAnalysis.taus
-    profile_low: np.ndarray
-    profile_high: np.ndarray
+    profile: Interval  # arrays at SetsAnalysis.taus
 
 
 @dataclass(frozen=True)
@@ -193,11 +207,6 @@ def rank_models(means: np.ndarray, labels: Sequence[str]) -> Ranks:
     )
 
 
-def _interval(values: np.ndarray, point: float) -> Interval:
-    low, high = percentile_interval(values)
-    return Interval(float(point), low, high)
-
-
 def sets_analysis(table: Table, reps: int = 2000, seed: int = 0) -> SetsAnalysis | None:
     """The analysis across distortion sets, or ``None`` when the table varies no set setting
     or fewer than two sets. Models that miss a set are left out (listed); each model keeps the
@@ -228,23 +237,10 @@ def sets_analysis(table: Table, reps: int = 2000, seed: int = 0) -> SetsAnalysis
     every = np.concatenate([c[2].ravel() for c in complete])
     # From just below the lowest score, so every profile starts at 1.
     taus = np.linspace(max(0.0, every.min() - 0.01), every.max(), 101)
-    models = []
-    for name, seeds, scores in complete:
-        boot = stratified_bootstrap(scores, reps, rng)
-        profiles = performance_profile(boot, taus)
-        low, high = np.percentile(profiles, [2.5, 97.5], axis=0)
-        models.append(
-            ModelScores(
-                name,
-                seeds,
-                scores,
-                _interval(aggregate_mean(boot), float(aggregate_mean(scores))),
-                _interval(aggregate_iqm(boot), float(aggregate_iqm(scores))),
-                performance_profile(scores, taus),
-                low,
-                high,
-            )
-        )
+    models = [
+        ModelScores(name, seeds, scores, *set_intervals(scores, taus, reps, rng))
+        for name, seeds, scores in complete
+    ]
     n_seeds = min(len(m.seeds) for m in models)
     result = SetsAnalysis(
         setting[1], sets, taus, models, design_guard(n_seeds, len(sets), len(models)),
