@@ -123,11 +123,14 @@ def test_scheduler_options_instantiate(scheduler):
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_trainer_options_instantiate(trainer):
     cfg = compose_config([f"trainer={trainer}"]).trainer
+    assert (cfg.accelerator == "gpu") == trainer.startswith("gpu")
     if trainer.startswith("gpu") and not torch.cuda.is_available():
         with pytest.raises(InstantiationException, match="No supported gpu backend"):
             instantiate(cfg, logger=False)
-        return
-    assert isinstance(instantiate(cfg, logger=False), L.Trainer)
+    else:
+        built = instantiate(cfg, logger=False)
+        assert isinstance(built, L.Trainer)
+        assert built.precision == str(cfg.get("precision", "32-true"))
 
 
 @pytest.mark.parametrize("debug", options("debug"))
@@ -154,6 +157,21 @@ def test_run_directories_are_unique_per_job():
     assert OmegaConf.to_yaml(hydra_cfg).count("subdir: ${hydra.job.num}") == 1
 
 
+def check_optimiser(module, cfg) -> None:
+    """``configure_optimizers`` gives the config's optimiser over every network parameter once,
+    the classifier's at ``optimizer.lr`` and the STNs' at that times ``model.stn.lr_mult``."""
+    optimizer = module.configure_optimizers()
+    assert type(optimizer).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
+    lr = cfg.optimizer.lr
+    network = module.network
+    expected = {id(p): lr for p in network.classifier.parameters()}
+    if network.has_stn:
+        expected |= {id(p): lr * cfg.model.stn.lr_mult for p in network.stns.parameters()}
+    got = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(got) == sum(len(group["params"]) for group in optimizer.param_groups)  # once
+    assert set(got) == {id(p) for p in network.parameters()} and got == pytest.approx(expected)
+
+
 def test_build_seeds_before_building():
     cfg = compose_config(["data=synthetic"])
     first = build(cfg)[1].state_dict()
@@ -177,7 +195,7 @@ def test_every_option_of_every_group_builds_a_whole_run(group, option, tmp_path)
     size, channels = datamodule.image_size, datamodule.in_channels
     assert network(torch.rand(2, channels, size, size)).shape == (2, 10)
     if group != "scheduler":  # schedulers are built by a Trainer: test_scheduler_options_...
-        module.configure_optimizers()
+        check_optimiser(module, cfg)
     if not (group == "trainer" and option.startswith("gpu")):  # see test_trainer_options_...
         # (no GPU here: those Trainers fail to build, which that test checks)
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
@@ -191,7 +209,5 @@ def test_every_experiment_composes_and_builds(experiment):
     cfg = compose_config([f"experiment={experiment}", "data=synthetic"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params, "experiments are sweeps"
     module = build(cfg)[2]
-    if (
-        cfg.get("scheduler") is None
-    ):  # else a Trainer builds it (test_scheduler_options_instantiate)
-        module.configure_optimizers()
+    if cfg.get("scheduler") is None:  # else a Trainer builds it: test_scheduler_options_...
+        check_optimiser(module, cfg)
