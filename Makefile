@@ -1,6 +1,6 @@
 # stn_lab developer commands. `make install` then `make test` is the whole set-up.
 PY ?= .venv/bin/python
-DATA ?= $(or $(STN_LAB_DATA),data)
+DATA ?= $(or $(STN_LAB_DATA),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stn_lab)
 ARGS ?=
 EXTRAS ?= dev
 PYTEST_ARGS ?=

@@ -23,7 +23,8 @@ log = logging.getLogger("stn_lab")
 class EpochSummary(L.Callback):
     """Logs ``epoch 3/10 | train loss 0.412 | val loss 0.388 | val acc 87.21% | 12.3 s``.
 
-    With a step budget (``trainer.max_steps``) the epoch reads ``epoch 3 (step 645/2000)``.
+    With a step budget (``trainer.max_steps``) the epoch reads ``epoch 3 (step 645/2000)``. An
+    epoch that did not validate (``trainer.check_val_every_n_epoch=2``) shows ``n/a``.
     """
 
     def __init__(self):
@@ -31,6 +32,7 @@ class EpochSummary(L.Callback):
         self._start: float | None = None
         self._resumed_elapsed = 0.0
         self._pending: tuple[int, float] | None = None
+        self._validated_epoch: int | None = None  # the last epoch whose validation finished
 
     def state_dict(self) -> dict:
         elapsed = 0.0 if self._start is None else time.perf_counter() - self._start
@@ -51,6 +53,10 @@ class EpochSummary(L.Callback):
         if self._start is None:  # else the clock started in on_train_start
             self._start = time.perf_counter()
 
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._start
         self.seconds_per_epoch.append(seconds)
@@ -66,20 +72,23 @@ class EpochSummary(L.Callback):
         epoch, seconds = self._pending
         self._pending = None
         metrics = trainer.callback_metrics
+        validated = self._validated_epoch == epoch  # else val/* are an earlier epoch's numbers
 
-        def value(key: str, scale: float = 1.0, fmt: str = ".4f") -> str:
-            v = metrics.get(key)
-            return "n/a" if v is None or math.isnan(float(v)) else f"{float(v) * scale:{fmt}}"
+        def value(key: str, scale: float = 1.0, digits: int = 4, unit: str = "") -> str:
+            v = metrics.get(key) if validated or not key.startswith("val/") else None
+            if v is None or math.isnan(float(v)):
+                return "n/a"
+            return f"{float(v) * scale:.{digits}f}{unit}"
 
         if trainer.max_steps and trainer.max_steps > 0:  # a step budget: show where in it we are
             where = f"epoch {epoch + 1} (step {trainer.global_step}/{trainer.max_steps})"
         else:
             where = f"epoch {epoch + 1}/{trainer.max_epochs}"
         log.info(
-            "%s | train loss %s | val loss %s | val acc %s%% | %.1f s",
+            "%s | train loss %s | val loss %s | val acc %s | %.1f s",
             where,
             value("train/loss_epoch"),
             value("val/loss"),
-            value("val/acc", 100.0, ".2f"),
+            value("val/acc", 100.0, 2, "%"),
             seconds,
         )

@@ -83,6 +83,12 @@ class ClassifierModule(L.LightningModule):
     holds what ``metrics.json`` records.
     """
 
+    #: The keys this module logs during fit (what a callback may monitor); ``<k>`` a class.
+    LOGGED = (
+        "train/loss", "train/loss_epoch", "train/acc", "train/skipped_batches", "val/loss",
+        "val/acc", "val/acc_class_<k>",
+    )  # fmt: skip
+
     def __init__(
         self,
         network: Mapping[str, Any],

@@ -50,14 +50,29 @@ def result_neutral(key: str) -> bool:
     return _longest_cover(RESULT_NEUTRAL, key) > _longest_cover(RESULT_RELEVANT, key)
 
 
+#: Trainer settings whose ``null`` means Lightning's default: both mean the same run.
+LIGHTNING_DEFAULTS = {
+    "trainer.limit_train_batches": 1.0, "trainer.limit_val_batches": 1.0,
+    "trainer.limit_test_batches": 1.0, "trainer.overfit_batches": 0.0,
+    "trainer.check_val_every_n_epoch": 1, "trainer.accumulate_grad_batches": 1,
+}  # fmt: skip
+
+
+def effective(key: str, value):
+    """A setting's value as Lightning applies it: ``null`` is its default, and the type counts
+    (``limit_train_batches`` 1 is one batch, 1.0 the whole epoch)."""
+    value = LIGHTNING_DEFAULTS.get(key) if value is None else value
+    return (type(value).__name__, value) if isinstance(value, int | float) else value
+
+
 def changed_settings(old: dict, new: dict) -> dict[str, tuple]:
     """The result-relevant settings (dotted keys) that differ between two resolved configs,
-    as ``{key: (old, new)}``."""
+    after Lightning's defaults are applied, as ``{key: (old, new)}``."""
     a, b = flatten(old), flatten(new)
     return {
         key: (a.get(key), b.get(key))
         for key in sorted(a.keys() | b.keys())
-        if a.get(key) != b.get(key) and not result_neutral(key)
+        if effective(key, a.get(key)) != effective(key, b.get(key)) and not result_neutral(key)
     }
 
 

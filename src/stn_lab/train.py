@@ -31,16 +31,18 @@ from omegaconf import DictConfig, open_dict
 
 from stn_lab.build import build, build_trainer, resolved, trainer_settings
 from stn_lab.checkpointing import LAST, check_readable
+from stn_lab.command_line import command_refusal
 from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.errors import UserError, first_line, user_error_message
 from stn_lab.loggers import restore_history
 from stn_lab.module import ClassifierModule
-from stn_lab.plugin_extras import missing_plugin
 from stn_lab.record import RunRecorder, trained_config
 from stn_lab.run_folder import RunFolder
 from stn_lab.run_record import RESUMABLE, changed_settings, debug_flags, not_resumable
+from stn_lab.settings import settle
+from stn_lab.sweep_summary import FAILED_JOBS, note_outcome
 
 log = logging.getLogger("stn_lab")
 
@@ -59,16 +61,6 @@ class Interrupted(Exception):
     def __init__(self, signal_name: str):
         super().__init__(f"interrupted by {signal_name}")
         self.signal_name = signal_name
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Settings Lightning would accept but that train nothing useful."""
-    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
-    if epochs == 0 and not (steps and steps > 0):
-        raise UserError(
-            "trainer.max_epochs=0 trains nothing: give max_epochs >= 1 "
-            "(or max_epochs=-1 with trainer.max_steps > 0)"
-        )
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, dict]:
@@ -122,8 +114,8 @@ def train(
     settings, build, fit, test, record."""
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
+    settle(cfg)
     config = resolved(cfg)
-    check_settings(cfg)
     recorder = recorder or RunRecorder(RunFolder(run_dir), cfg.seed, choices, overrides,
                                        cfg.model.get("stn") is not None)  # fmt: skip
     ckpt_path, trained = checkpoint_to_resume(cfg, run_dir)
@@ -284,6 +276,19 @@ def main(cfg: DictConfig) -> float | None:
     tune_cpu_runtime()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    status = "failed"
+    try:
+        best_val_acc, status = run_job(cfg, hydra_cfg, run_dir)
+        return best_val_acc
+    finally:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            note_outcome(hydra_cfg.sweep.dir, hydra_cfg.job.num, run_dir, status)
+
+
+def run_job(cfg: DictConfig, hydra_cfg, run_dir: Path) -> tuple[float | None, str]:
+    """One job in its folder: ``(best validation accuracy, outcome)``; the outcome is
+    ``completed``, ``skipped`` (the same run is already complete), ``failed`` or ``refused``
+    (nothing in the folder changed). A single run ends with exit 2 on a user error."""
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     folder = RunFolder(run_dir)
     has_stn = cfg.model.get("stn") is not None
@@ -293,41 +298,48 @@ def main(cfg: DictConfig) -> float | None:
         folder.lock()
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)
+        settle(cfg)  # before the guard: what it adapts is part of the settings compared
         if guard_completed(folder, recorder.previous, resolved(cfg), bool(cfg.get("ckpt_path"))):
             folder.restore()
             log.info("%s already completed (metrics.json): skipping", run_dir)
-            return recorder.previous.get("best_val_acc")
+            return recorder.previous.get("best_val_acc"), "skipped"
         record = train(cfg, run_dir, recorder.base["choices"], recorder.base["overrides"], recorder)
     except Interrupted as err:
         log.error("%s: last.ckpt and metrics.json saved; resume with ckpt_path=last", err)
         sys.exit(SIGNAL_EXIT[err.signal_name])
     except Exception as err:
         message = user_error_message(err)
-        if recorder.config is None:  # refused before it started: the folder stays as it was
+        refused = recorder.config is None  # before it started: the folder stays as it was
+        if refused:
             folder.restore()
-            if recorder.previous is None and not folder.held_by_other:
-                recorder.failed(message or first_line(err))
-        else:
+        if not refused or (recorder.previous is None and not folder.held_by_other):
             recorder.failed(message or first_line(err))
-        if multirun:
-            # One bad job must not stop the sweep; compare lists it as failed.
-            if message is None:
-                log.exception("job failed with an unexpected error")
-            else:
-                log.error("error: %s", message)
-            return None
         if message is None:
-            raise  # a bug: keep the traceback
-        log.error("error: %s", message)
-        sys.exit(2)
+            if not multirun:
+                raise  # a bug: keep the traceback
+            log.exception("job failed with an unexpected error")
+        else:
+            log.error("error: %s", message)
+        if not multirun:
+            sys.exit(2)
+        # One bad job must not stop the sweep; the sweep's summary and exit status count it.
+        return None, "refused" if refused else "failed"
     finally:
         folder.unlock()
-    return record["best_val_acc"]
+    return record["best_val_acc"], "completed"
 
 
-if __name__ == "__main__":
-    if refusal := missing_plugin(sys.argv[1:]):  # before Hydra fails to compose the config
+def cli() -> None:
+    """``python -m stn_lab.train`` and ``stn-train``: the command-line checks Hydra cannot make
+    (one line, exit 2), then the Hydra app; exit 1 when any job of a sweep failed."""
+    if refusal := command_refusal(sys.argv[1:]):  # before Hydra fails to compose the config
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(2)
     register_resolvers()  # before Hydra composes the run folder's name
     main()
+    if FAILED_JOBS:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

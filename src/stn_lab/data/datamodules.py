@@ -315,6 +315,7 @@ class IDXDataModule(ImageDataModule):
         folder = sources.ensure_idx_dataset(
             self.name, self.data_dir, self.folder_name, self.download, self.system_dirs
         )
+        log.info("%s: reading %s", self.name, folder)
         return {
             split: sources.load_idx_split(folder, split, self.raw_size)
             for split in ("train", "test")
@@ -350,6 +351,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     def load(self):
         folder = sources.ensure_cifar10(self.data_dir, self.download)
+        log.info("%s: reading %s", self.name, folder)
         return {split: sources.load_cifar_split(folder, split) for split in ("train", "test")}
 
 

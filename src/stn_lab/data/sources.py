@@ -37,7 +37,13 @@ class DataError(UserError, RuntimeError):
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("STN_LAB_DATA", "data"))
+    """Where datasets live unless ``paths.data_dir`` says otherwise: ``$STN_LAB_DATA``, else the
+    user's cache (``$XDG_CACHE_HOME/stn_lab``, or ``~/.cache/stn_lab``), so that every working
+    folder shares one copy."""
+    if os.environ.get("STN_LAB_DATA"):
+        return Path(os.environ["STN_LAB_DATA"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "stn_lab"
 
 
 def read_file_bytes(path: Path) -> bytes:

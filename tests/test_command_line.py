@@ -1,0 +1,148 @@
+"""What the README promises of ``python -m stn_lab.train``, through the real command line: one
+line and exit 2 for what cannot run as asked, the defaults it documents, and a sweep's summary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from stn_lab.module import ClassifierModule
+
+
+def one_line(result) -> str:
+    """The run was refused in one ``error:`` line with exit 2, and left no run folder."""
+    assert result.returncode == 2, result.stdout
+    lines = [line for line in result.stdout.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stdout, result.stdout
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["model=stnn"], "error: model=stnn is not an option of model: choose one of cnn, fcn, "
+                         "st_fcn, stn"),
+        (["-m", "trainer=gpu,gpuu"], "error: trainer=gpuu is not an option of trainer: choose "
+                                     "one of cpu, ddp, default, gpu, gpu_bf16"),
+        (["experiment=stn_vs_cnn"], "error: experiment=stn_vs_cnn is a sweep: run it with -m "
+                                    "(python -m stn_lab.train -m experiment=stn_vs_cnn)"),
+    ],
+)  # fmt: skip
+def test_a_command_hydra_would_not_run_as_asked_is_one_line(tmp_path, train_run, args, expected):
+    assert one_line(train_run(args)) == expected
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
+        (["trainer.devices=3"], "trainer.devices=3 starts several processes: use trainer=ddp"),
+        (["+trainer.max_epoch=1"],
+         "trainer.max_epoch is not a Lightning Trainer argument (did you mean "
+         "trainer.max_epochs?)"),
+        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/accuracy"],
+         "callbacks.early_stopping.monitor=val/accuracy is never logged: monitor one of "
+         + ", ".join(ClassifierModule.LOGGED)),
+    ],
+)  # fmt: skip
+@pytest.mark.slow
+def test_settings_that_cannot_train_as_asked_are_one_line(tmp_path, train_run, args, expected):
+    run = tmp_path / "run"
+    line = one_line(train_run([*args, f"hydra.run.dir={run}"]))
+    assert line.endswith(f"error: {expected}") or f"error: {expected}" in line, line
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "failed" and expected in record["error"]  # the cause is kept
+
+
+@pytest.mark.slow
+def test_a_sweep_with_failed_jobs_exits_1_and_says_which(tmp_path, train_run):
+    """Offline without MNIST every job fails: the sweep says so in one line and exits 1."""
+    result = train_run(["-m", "model=cnn,fcn", "data=mnist", "data.download=false",
+                        f"paths.data_dir={tmp_path / 'empty'}"])  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    (summary,) = [line for line in result.stdout.splitlines() if "sweep: " in line]
+    assert re.search(r"sweep: 2 jobs: 2 failed \(jobs 0, 1\) in .*multiruns", summary)
+
+
+@pytest.mark.slow
+def test_a_rerun_of_a_sweep_with_other_settings_keeps_its_multirun_yaml(tmp_path, train_run):
+    sweep = tmp_path / "sweep"
+    first = train_run(["-m", "model=cnn", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"])
+    assert first.returncode == 0, first.stdout
+    kept = (sweep / "multirun.yaml").read_bytes()
+    again = train_run(["-m", "model=cnn", "trainer.max_epochs=1", "optimizer.lr=0.01",
+                       f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    assert again.returncode == 1, again.stdout
+    assert "sweep: 1 jobs: 1 refused (jobs 0)" in again.stdout
+    assert (sweep / "multirun.yaml").read_bytes() == kept
+
+
+@pytest.mark.slow
+def test_an_epoch_that_did_not_validate_says_n_a(tmp_path, train_run):
+    result = train_run(["model=cnn", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
+                        f"hydra.run.dir={tmp_path / 'run'}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    lines = [line for line in result.stdout.splitlines() if re.search(r"epoch \d/3 \|", line)]
+    assert len(lines) == 3
+    assert "val loss n/a | val acc n/a |" in lines[0] and "val loss n/a" in lines[2]
+    assert re.search(r"val acc \d+\.\d\d% \|", lines[1])
+
+
+@pytest.mark.slow
+def test_mixed_precision_with_clipping_trains_with_an_unfused_optimiser(tmp_path, train_run):
+    run = tmp_path / "run"
+    result = train_run(["model=cnn", "trainer.precision=bf16-mixed",
+                        "trainer.gradient_clip_val=1.0", "trainer.max_steps=3",
+                        f"hydra.run.dir={run}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "optimizer.fused=false: Lightning cannot clip" in result.stdout
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["config"]["optimizer"]["fused"] is False
+
+
+@pytest.mark.slow
+def test_data_is_read_from_one_user_cache_by_default(tmp_path, train_run, make_idx_dataset):
+    home = tmp_path / "home"
+    make_idx_dataset(home / ".cache" / "stn_lab" / "MNIST" / "raw")
+    env = {"HOME": str(home), "STN_LAB_DATA": "", "XDG_CACHE_HOME": ""}
+    result = train_run(["data=mnist", "data.download=false", "data.val_size=20", "model=cnn",
+                        "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                       env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert f"mnist: reading {home / '.cache' / 'stn_lab' / 'MNIST' / 'raw'}" in result.stdout
+    assert not (tmp_path / "data").exists()
+    xdg = tmp_path / "xdg"
+    make_idx_dataset(xdg / "stn_lab" / "MNIST" / "raw")
+    result = train_run(["data=mnist", "data.download=false", "data.val_size=20", "model=cnn",
+                        "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run2'}"],
+                       env={**env, "XDG_CACHE_HOME": str(xdg)})  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert f"mnist: reading {xdg / 'stn_lab' / 'MNIST' / 'raw'}" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_resume_may_leave_out_a_setting_that_equals_lightnings_default(tmp_path, train_run):
+    run = tmp_path / "run"
+    args = ["model=cnn", f"hydra.run.dir={run}"]
+    first = train_run([*args, "trainer.max_epochs=1", "trainer.limit_train_batches=1.0"])
+    assert first.returncode == 0, first.stdout
+    resumed = train_run([*args, "trainer.max_epochs=2", "ckpt_path=last"])
+    assert resumed.returncode == 0, resumed.stdout
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["epochs"] == 2 and record["resumes"][0]["changed"] == {
+        "trainer.max_epochs": [1, 2]
+    }
+
+
+def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path):
+    from stn_lab.config_path import compose_config
+    from stn_lab.data.sources import default_data_dir
+
+    monkeypatch.delenv("STN_LAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "stn_lab"
+    assert Path(compose_config([]).paths.data_dir) == tmp_path / "stn_lab"
