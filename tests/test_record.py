@@ -62,6 +62,7 @@ def test_the_record_names_the_monitor_and_tests_its_best_epoch(tmp_path, train_r
     assert "testing the checkpoint with the best val/loss (mode min)" in result.stdout
 
 
+@pytest.mark.slow
 def test_without_a_checkpoint_callback_the_last_weights_are_tested_and_said(tmp_path, train_run):
     run = tmp_path / "run"
     result = train_run([*CNN, "~callbacks.best_checkpoint", f"hydra.run.dir={run}"])
@@ -75,6 +76,7 @@ def test_without_a_checkpoint_callback_the_last_weights_are_tested_and_said(tmp_
     assert record["best_val_acc"] == pytest.approx(accs[max(accs)], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_step_budget_shorter_than_an_epoch_still_validates(tmp_path, train_run):
     run = tmp_path / "run"
     result = train_run(["model=cnn", "trainer.max_steps=3", f"hydra.run.dir={run}"])
@@ -85,6 +87,7 @@ def test_a_step_budget_shorter_than_an_epoch_still_validates(tmp_path, train_run
     assert "no validation ran during training: validating the last weights once" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_renamed_last_checkpoint_still_guards_the_resume(tmp_path, train_run):
     """The trained config travels in the checkpoint under its own key, so a subclass of the
     last-checkpoint callback (another name, another state key) cannot switch the guard off."""
@@ -106,6 +109,7 @@ def test_a_renamed_last_checkpoint_still_guards_the_resume(tmp_path, train_run):
     assert not (second / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_another_seed_into_a_completed_folder_is_refused_and_changes_nothing(tmp_path, train_run):
     run = tmp_path / "run"
     assert train_run(["model=cnn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]).returncode == 0
@@ -120,6 +124,7 @@ def test_another_seed_into_a_completed_folder_is_refused_and_changes_nothing(tmp
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_refused_resume_of_a_truncated_checkpoint_changes_nothing(tmp_path, train_run):
     run = tmp_path / "run"
     assert train_run(["model=cnn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]).returncode == 0
@@ -157,6 +162,7 @@ def test_a_refused_resume_after_sigterm_keeps_the_interrupted_record(
     assert "optimizer.lr=0.01" not in (run / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
     tmp_path, train_cli, train_run
 ):
