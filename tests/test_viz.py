@@ -1,4 +1,6 @@
-"""Tests for stn_lab.viz: PNG writers, confusion CSV, Grad-CAM known answer, RunArtefacts."""
+"""Tests for stn_lab.viz: what each picture holds (its panels, the images and curves drawn in
+them, that the PNG is not blank and changes with its input), the confusion CSV, a Grad-CAM known
+answer, and the RunArtefacts callback."""
 
 from __future__ import annotations
 
@@ -17,19 +19,28 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from stn_lab.viz import (  # noqa: E402
     GradCAM,
     RunArtefacts,
+    confusion_figure,
+    curves_figure,
+    gradcam_figure,
+    images_to_numpy,
     load_epoch_metrics,
+    montage,
+    normalize_rows,
     plot_confusion_matrix,
     plot_curves,
     plot_gradcam,
     plot_stn_epochs,
     plot_stn_grid,
     read_confusion_csv,
+    stn_epochs_figure,
+    stn_grid_figure,
     write_confusion_csv,
 )
 
@@ -51,26 +62,88 @@ def assert_png(path: Path, figsize: tuple[float, float], dpi: int) -> None:
     assert png_size(path) == (round(figsize[0] * dpi), round(figsize[1] * dpi))
 
 
+def pixels(path: Path) -> np.ndarray:
+    """The PNG's RGB pixels, floats in [0, 1]."""
+    return imread(path)[..., :3]
+
+
+def assert_drawn(path: Path, colour: float = 0.005, grey: float = 0.1) -> None:
+    """Not blank: colour (curves, heat maps) covers more than ``colour`` of the picture or mid
+    grey (images) more than ``grey``. Axes frames and text alone are black on white with grey
+    edges on at most about 4% (measured on empty panels); a confusion matrix's colour bar alone
+    is about 1.5% colour, so its pictures ask for more."""
+    px = pixels(path)
+    lo, hi = px.min(axis=-1), px.max(axis=-1)
+    coloured = (hi - lo > 0.15).mean()
+    mid_grey = ((lo > 0.1) & (hi < 0.9)).mean()
+    assert coloured > colour or mid_grey > grey, (path.name, coloured, mid_grey)
+
+
+def changed(a: Path, b: Path) -> float:
+    """The share of pixels that differ visibly between two PNGs of the same size."""
+    pa, pb = pixels(a), pixels(b)
+    assert pa.shape == pb.shape
+    return float((np.abs(pa - pb).max(axis=-1) > 0.05).mean())
+
+
+def shown(ax) -> np.ndarray:
+    """The array the (first) image on ``ax`` draws."""
+    return np.asarray(ax.images[0].get_array())
+
+
+# --------------------------------------------------------------------------- montages
+@pytest.mark.parametrize("channels", [1, 3])
+def test_montage_tiles_each_scaled_image_with_white_padding(channels):
+    images = torch.randn(5, channels, 6, 4) * 3 + 7  # any range: each image scaled on its own
+    grid = montage(images, nrow=3)
+    assert grid.shape[:2] == (2 * (6 + 2) + 2, 3 * (4 + 2) + 2)  # 2 rows of 3, 2 px apart
+    assert grid.ndim == (2 if channels == 1 else 3)
+    display = images_to_numpy(images)
+    for i in range(5):
+        r, c = divmod(i, 3)
+        tile = grid[2 + r * 8 : 8 + r * 8, 2 + c * 6 : 6 + c * 6]
+        np.testing.assert_allclose(tile, display[i], atol=1e-6)
+    assert (grid[:2] == 1).all() and (grid[:, :2] == 1).all()  # white between the images
+    assert tile.min() == 0 and tile.max() == 1
+
+
 # --------------------------------------------------------------------------- stn grids
 @pytest.mark.parametrize("channels", [1, 3])
-def test_plot_stn_grid_writes_png_of_expected_size(tmp_path, channels):
+def test_stn_grid_shows_inputs_beside_their_transform(tmp_path, channels):
     g = torch.Generator().manual_seed(0)
     inputs = torch.randn(10, channels, 16, 16, generator=g)
     transformed = torch.randn(10, channels, 12, 12, generator=g)
+    fig = stn_grid_figure(inputs, transformed, nrow=4)
+    assert [ax.get_title() for ax in fig.axes] == ["Input", "Transformed"]
+    np.testing.assert_array_equal(shown(fig.axes[0]), montage(inputs, nrow=4))
+    np.testing.assert_array_equal(shown(fig.axes[1]), montage(transformed, nrow=4))
+
     out = plot_stn_grid(
         inputs, transformed, tmp_path / "sub" / "stn.png", nrow=4, figsize=(6, 3), dpi=50
     )
     assert out == tmp_path / "sub" / "stn.png"
     assert_png(out, (6, 3), 50)
+    assert_drawn(out)
+    other = plot_stn_grid(
+        inputs, -transformed, tmp_path / "other.png", nrow=4, figsize=(6, 3), dpi=50
+    )
+    assert changed(out, other) > 0.02  # another transform is another picture
 
 
 def test_plot_stn_grid_and_epochs_split_parallel_stn_views(tmp_path):
     inputs = torch.randn(4, 3, 10, 10)
     stacked = torch.randn(4, 6, 8, 8)  # two parallel STNs, RGB each
+    fig = stn_grid_figure(inputs, stacked)
+    assert [ax.get_title() for ax in fig.axes] == ["Input", "Transformed 1", "Transformed 2"]
+    np.testing.assert_array_equal(shown(fig.axes[2]), montage(stacked[:, 3:]))
     out = plot_stn_grid(inputs, stacked, tmp_path / "stn.png")
     assert png_size(out) == (round((3 * 1.25 * 4 + 0.5) * 100), 200)  # three grids
+    fig = stn_epochs_figure(inputs, {3: stacked})
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["input", "epoch 3\nSTN 1", "epoch 3\nSTN 2"]  # input + one row per STN
+    np.testing.assert_array_equal(shown(fig.axes[1]), montage(stacked[:, :3], nrow=4))
     out = plot_stn_epochs(inputs, {3: stacked}, tmp_path / "stn_epochs.png")
-    assert png_size(out) == (500, 300)  # input row + one row per STN
+    assert png_size(out) == (500, 300)
     with pytest.raises(ValueError):
         plot_stn_grid(inputs, torch.randn(4, 4, 8, 8), tmp_path / "bad.png")
 
@@ -80,6 +153,9 @@ def test_plot_stn_grid_default_size_and_constant_image(tmp_path):
     out = plot_stn_grid(inputs, inputs.clone(), tmp_path / "stn.png")
     w, h = png_size(out)
     assert (w, h) == (round((2 * 1.25 * 3 + 0.5) * 100), round((1.25 + 0.75) * 100))
+    fig = stn_grid_figure(inputs, inputs.clone())
+    tiles = shown(fig.axes[0])[2:-2, 2:-2]
+    assert set(np.unique(tiles)) == {0.0, 1.0}  # black images (zeros) on white padding
 
 
 def test_plot_stn_grid_rejects_bad_shapes(tmp_path):
@@ -89,11 +165,20 @@ def test_plot_stn_grid_rejects_bad_shapes(tmp_path):
         plot_stn_grid(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8), tmp_path / "x.png")
 
 
-def test_plot_stn_epochs(tmp_path):
-    inputs = torch.randn(5, 3, 10, 10)
-    snaps = {10: torch.randn(5, 3, 8, 8), 1: torch.randn(5, 3, 8, 8)}
+def test_stn_epochs_has_one_row_per_epoch_in_order(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    inputs = torch.randn(5, 3, 10, 10, generator=g)
+    snaps = {10: torch.randn(5, 3, 8, 8, generator=g), 1: torch.randn(5, 3, 8, 8, generator=g)}
+    fig = stn_epochs_figure(inputs, snaps)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["input", "epoch 1", "epoch 10"]
+    for ax, images in zip(fig.axes, (inputs, snaps[1], snaps[10]), strict=True):
+        np.testing.assert_array_equal(shown(ax), montage(images, nrow=5))  # 5 images a row
     out = plot_stn_epochs(inputs, snaps, tmp_path / "stn_epochs.png", figsize=(7, 4.5), dpi=40)
     assert_png(out, (7, 4.5), 40)
+    assert_drawn(out)
+    later = {**snaps, 10: snaps[10].flip(-1)}  # the last epoch's transform differs
+    other = plot_stn_epochs(inputs, later, tmp_path / "other.png", figsize=(7, 4.5), dpi=40)
+    assert changed(out, other) > 0.01
     out = plot_stn_epochs(inputs, snaps, tmp_path / "default.png")
     assert png_size(out) == (600, 300)  # (5 images + 1 in labels) x (3 rows) at 100 dpi
 
@@ -102,8 +187,22 @@ def test_plot_stn_epochs(tmp_path):
 def test_confusion_png_and_csv_round_trip(tmp_path):
     names = ["cat", "dog, big", "emu"]  # a comma must survive the CSV
     counts = [[5, 1, 0], [2, 7, 1], [0, 0, 0]]  # an empty row must not divide by zero
+    fig = confusion_figure(counts, names)
+    heat_map = fig.axes[0]
+    np.testing.assert_allclose(shown(heat_map), normalize_rows(np.array(counts)))
+    assert [t.get_text() for t in heat_map.get_xticklabels()] == names
+    assert [t.get_text() for t in heat_map.get_yticklabels()] == names
+    cells = [t.get_text() for t in heat_map.texts]
+    assert cells == ["0.83", "0.17", "0.00", "0.20", "0.70", "0.10", "0.00", "0.00", "0.00"]
+    assert len(fig.axes) == 2  # the matrix and its colour bar
+
     out = plot_confusion_matrix(counts, names, tmp_path / "cm.png", figsize=(4, 4), dpi=60)
     assert_png(out, (4, 4), 60)
+    assert_drawn(out, colour=0.05)
+    swapped = plot_confusion_matrix(
+        [[1, 5, 0], [7, 2, 1], [0, 0, 0]], names, tmp_path / "swapped.png", figsize=(4, 4), dpi=60
+    )
+    assert changed(out, swapped) > 0.02
     out = plot_confusion_matrix(torch.tensor(counts), names, tmp_path / "cm_default.png")
     assert png_size(out) == (450, 450)  # 0.5 * 3 + 3 inches at 100 dpi
 
@@ -124,36 +223,78 @@ def test_confusion_shape_mismatch(tmp_path):
 
 
 # --------------------------------------------------------------------------- curves
-def _write_sparse_metrics(path: Path) -> None:
+def _write_metrics(path: Path, rows: list[dict]) -> Path:
     """A metrics.csv shaped like CSVLogger's: each row fills only some columns."""
-    rows = [
-        {"epoch": 0, "step": 3, "val/acc": 0.5, "val/loss": 1.2},
-        {"epoch": 0, "step": 3, "train/acc": 0.4, "train/loss": 1.5},
-        {"epoch": 1, "step": 7, "val/acc": 0.7, "val/loss": 0.9},
-        {"epoch": 1, "step": 7, "train/acc": 0.6, "train/loss": 1.0},
-        {"epoch": 1, "step": 7, "train/loss": 0.8},  # two values in an epoch: averaged
-    ]
-    keys = ["epoch", "step", "train/acc", "train/loss", "val/acc", "val/loss"]
+    keys = ["epoch", "step", "train/acc", "train/loss", "train/loss_epoch", "val/acc", "val/loss"]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+    return path
 
 
-def test_load_epoch_metrics_and_plot_curves(tmp_path):
-    csv_path = tmp_path / "metrics.csv"
-    _write_sparse_metrics(csv_path)
-    metrics = load_epoch_metrics(csv_path)
-    assert metrics["val/acc"] == {0: 0.5, 1: 0.7}
-    assert metrics["train/loss"] == pytest.approx({0: 1.5, 1: 0.9})
+def _run_log(step_losses=((2.0, 1.0), (0.9, 0.3)), epoch_losses=(1.2845, 0.8123)) -> list[dict]:
+    """Two epochs as stn_lab logs them: ``train/loss`` on the logged steps only, then the
+    epoch's ``train/loss_epoch`` (the mean over every step) and ``train/acc``, and ``val/*``.
+    The logged steps' mean (1.5, 0.6) is not the epoch mean (1.2845, 0.8123)."""
+    rows = []
+    for epoch, (steps, loss) in enumerate(zip(step_losses, epoch_losses, strict=True)):
+        end = 100 * (epoch + 1) - 1
+        rows += [{"epoch": epoch, "step": end - 50 + 50 * i, "train/loss": v}
+                 for i, v in enumerate(steps)]  # fmt: skip
+        rows.append({"epoch": epoch, "step": end, "val/acc": 0.5 + 0.2 * epoch,
+                     "val/loss": 1.3 - 0.4 * epoch})  # fmt: skip
+        rows.append({"epoch": epoch, "step": end, "train/acc": 0.4 + 0.2 * epoch,
+                     "train/loss_epoch": loss})  # fmt: skip
+    return rows
+
+
+def test_curves_draw_the_logged_epoch_mean_of_the_train_loss(tmp_path):
+    csv_path = _write_metrics(tmp_path / "metrics.csv", _run_log())
+    fig = curves_figure(csv_path)
+    loss, acc = fig.axes
+    assert len(fig.axes) == 2 and (loss.get_title(), acc.get_title()) == ("Loss", "Accuracy")
+    curves = {line.get_label(): line for line in loss.get_lines()}
+    assert sorted(curves) == ["train/loss_epoch (epoch mean)", "val/loss"]
+    train = curves["train/loss_epoch (epoch mean)"]
+    assert list(train.get_xdata()) == [1, 2]  # epochs 1-based
+    assert list(train.get_ydata()) == pytest.approx([1.2845, 0.8123])  # not the steps' 1.5, 0.6
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == list(curves)
+    assert list(curves["val/loss"].get_ydata()) == pytest.approx([1.3, 0.9])
+    accuracy = {line.get_label(): list(line.get_ydata()) for line in acc.get_lines()}
+    assert accuracy == {"train/acc (epoch)": pytest.approx([0.4, 0.6]),
+                        "val/acc": pytest.approx([0.5, 0.7])}  # fmt: skip
+
     out = plot_curves(csv_path, tmp_path / "curves.png", figsize=(8, 3), dpi=50)
     assert_png(out, (8, 3), 50)
+    assert_drawn(out)
+    # Other logged steps draw the same picture; other epoch means another one.
+    steps = _write_metrics(tmp_path / "steps.csv", _run_log(step_losses=((9.0, 0.1), (5.0, 0.2))))
+    same = plot_curves(steps, tmp_path / "same.png", figsize=(8, 3), dpi=50)
+    assert changed(out, same) == 0
+    means = _write_metrics(tmp_path / "means.csv", _run_log(epoch_losses=(1.2845, 0.2)))
+    other = plot_curves(means, tmp_path / "other.png", figsize=(8, 3), dpi=50)
+    assert changed(out, other) > 0.001
+
+
+def test_load_epoch_metrics_averages_values_logged_twice_in_an_epoch(tmp_path):
+    rows = _run_log()
+    rows.insert(1, {"epoch": 0, "step": 49, "val/loss": 1.7, "val/acc": 0.3})  # mid-epoch val
+    metrics = load_epoch_metrics(_write_metrics(tmp_path / "metrics.csv", rows))
+    assert metrics["val/loss"] == pytest.approx({0: 1.5, 1: 0.9})
+    assert metrics["train/loss_epoch"] == pytest.approx({0: 1.2845, 1: 0.8123})
+    assert "train/loss" not in metrics  # the logged steps are not a curve
 
 
 def test_plot_curves_skips_missing_columns(tmp_path):
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("epoch,step,train/loss_epoch,lr\n0,1,2.0,\n1,2,1.5,\n,3,,0.1\n")
-    assert load_epoch_metrics(csv_path) == {"train/loss": {0: 2.0, 1: 1.5}}
+    assert load_epoch_metrics(csv_path) == {"train/loss_epoch": {0: 2.0, 1: 1.5}}
+    fig = curves_figure(csv_path)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [
+        "train/loss_epoch (epoch mean)"
+    ]
+    assert fig.axes[1].get_lines() == [] and fig.axes[1].texts[0].get_text() == "no data"
     out = plot_curves(csv_path, tmp_path / "curves.png")
     assert png_size(out) == (1000, 400)
     with pytest.raises(FileNotFoundError):
@@ -235,14 +376,32 @@ def test_gradcam_on_linear_layer_uses_gradient_times_input():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_plot_gradcam(tmp_path):
-    images = torch.randn(5, 3, 12, 12)
-    heat = torch.rand(5, 6, 6)  # another size: resized to the images
+def test_plot_gradcam_overlays_each_heat_map_on_its_image(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(5, 3, 12, 12, generator=g)
+    heat = torch.rand(5, 6, 6, generator=g)  # another size: resized to the images
     titles = [f"true: {i}\npred: {i}" for i in range(5)]
+    fig = gradcam_figure(images, heat, titles, ncol=3)
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(fig.axes) == 6 and len(panels) == 5  # 2 rows of 3, the sixth left empty
+    assert [ax.get_title() for ax in panels] == titles
+    resized = F.interpolate(heat.unsqueeze(1), size=(12, 12), mode="bilinear")[:, 0]
+    for i, ax in enumerate(panels):
+        image, overlay = ax.images  # the image, then its heat map over it
+        np.testing.assert_allclose(np.asarray(image.get_array()), images_to_numpy(images)[i])
+        np.testing.assert_allclose(np.asarray(overlay.get_array()), resized[i].numpy(), atol=1e-6)
+        assert 0 < overlay.get_alpha() < 1
+
     out = plot_gradcam(
         images, heat, tmp_path / "gc.png", titles=titles, ncol=3, figsize=(4.8, 3.6), dpi=50
     )
     assert_png(out, (4.8, 3.6), 50)
+    assert_drawn(out)
+    other = plot_gradcam(
+        images, heat.flip(-1), tmp_path / "other.png", titles=titles, ncol=3, figsize=(4.8, 3.6),
+        dpi=50,
+    )  # fmt: skip
+    assert changed(out, other) > 0.02  # other heat maps over the same images
     out = plot_gradcam(images[:, :1], heat, tmp_path / "gc_default.png")
     assert png_size(out) == (800, 180)  # 5 columns x 1.6 in, 1 row x 1.8 in
 
@@ -312,7 +471,11 @@ class FakeModule(L.LightningModule):
         logits = self.network(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        if stage == "train":  # as ClassifierModule logs it: the logged steps, the epoch mean
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True)
         return loss
 
@@ -404,7 +567,8 @@ STN_FILES = {"stn.png", "stn_epochs.png"}
 def _files(out_dir: Path) -> set[str]:
     names = {p.name for p in out_dir.iterdir()}
     for name in names - {"confusion_matrix.csv"}:
-        png_size(out_dir / name)  # every picture is a PNG
+        png_size(out_dir / name)  # every picture is a PNG, with something drawn in it
+        assert_drawn(out_dir / name, **({"colour": 0.05} if name.startswith("confusion") else {}))
     return names
 
 
@@ -420,6 +584,27 @@ def test_callback_writes_all_files_for_stn(tmp_path, caplog):
     assert read_names == FakeDataModule.class_names and matrix.sum() == 24
     written = [r.getMessage() for r in caplog.records if r.name == "stn_lab"]
     assert sorted(Path(m.split(" ", 1)[1]).name for m in written) == sorted(names)
+    # curves.png is the logged metrics.csv's epoch means: the same picture drawn again from it.
+    (metrics_csv,) = tmp_path.rglob("metrics.csv")
+    assert load_epoch_metrics(metrics_csv)["train/loss_epoch"].keys() == {0, 1}
+    redrawn = plot_curves(metrics_csv, tmp_path / "curves.png")
+    assert changed(out_dir / "curves.png", redrawn) == 0
+
+
+def test_callback_writes_every_file_atomically(tmp_path, monkeypatch):
+    import stn_lab.atomic
+
+    written = []
+    write = stn_lab.atomic.atomic_write
+
+    def recording_write(path, data):
+        written.append(Path(path).name)
+        return write(path, data)
+
+    monkeypatch.setattr(stn_lab.atomic, "atomic_write", recording_write)
+    _, out_dir = _run(tmp_path, "input")
+    expected = STN_FILES | {"curves.png"} | TEST_FILES
+    assert sorted(written) == sorted(_files(out_dir)) == sorted(expected)
 
 
 def test_callback_skips_stn_files_for_cnn(tmp_path):

@@ -44,7 +44,7 @@ log = logging.getLogger("stn_lab")
 ARTEFACT_FILES: dict[str, str] = {
     "stn.png": "fixed test images vs their final STN transform (STN only)",
     "stn_epochs.png": "the same images transformed at each snapshot epoch (STN only)",
-    "curves.png": "train/val loss and accuracy per epoch",
+    "curves.png": "train loss (epoch mean), val loss, train and val accuracy per epoch",
     "confusion_matrix.png": "row-normalised test confusion matrix",
     "confusion_matrix.csv": "raw test confusion counts",
     "gradcam.png": "Grad-CAM of the classifier's last conv on the fixed test images",

@@ -1,4 +1,5 @@
-"""Confusion-matrix artefacts: a row-normalised heat map (PNG) and the raw counts (CSV).
+"""Confusion-matrix artefacts: a row-normalised heat map (PNG) and the raw counts (CSV), each
+written atomically.
 
 Rows are true classes and columns predicted classes, as in ``torchmetrics``' ``ConfusionMatrix``.
 The heat map shows each row divided by its total, so the diagonal is the per-class recall.
@@ -14,9 +15,16 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from stn_lab.viz.stn_grid import DEFAULT_DPI, _save
+from stn_lab.atomic import atomic_csv, atomic_png
+from stn_lab.viz.drawing import DEFAULT_DPI
 
-__all__ = ["normalize_rows", "plot_confusion_matrix", "read_confusion_csv", "write_confusion_csv"]
+__all__ = [
+    "confusion_figure",
+    "normalize_rows",
+    "plot_confusion_matrix",
+    "read_confusion_csv",
+    "write_confusion_csv",
+]
 
 CSV_CORNER = "true\\pred"
 
@@ -38,17 +46,15 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     return np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
 
 
-def plot_confusion_matrix(
+def confusion_figure(
     matrix: Sequence[Sequence[int]] | np.ndarray | torch.Tensor,
     class_names: Sequence[str],
-    path: str | Path,
     *,
     figsize: tuple[float, float] | None = None,
-    dpi: int = DEFAULT_DPI,
-) -> Path:
-    """Draw the row-normalised confusion matrix with class names on both axes and cell values.
+) -> Figure:
+    """The row-normalised confusion matrix with class names on both axes and cell values.
 
-    The default figsize is ``0.5 * n + 3`` inches square for ``n`` classes. Returns the path.
+    The default figsize is ``0.5 * n + 3`` inches square for ``n`` classes.
     """
     names = [str(c) for c in class_names]
     n = len(names)
@@ -78,7 +84,19 @@ def plot_confusion_matrix(
                 fontsize=fontsize,
                 color="white" if value > 0.5 else "black",
             )
-    return _save(fig, path, dpi)
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]] | np.ndarray | torch.Tensor,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """Write :func:`confusion_figure` as a PNG; returns the path."""
+    return atomic_png(confusion_figure(matrix, class_names, figsize=figsize), path, dpi=dpi)
 
 
 def write_confusion_csv(
@@ -92,14 +110,8 @@ def write_confusion_csv(
     """
     names = [str(c) for c in class_names]
     counts = _as_matrix(matrix, len(names))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([CSV_CORNER, *names])
-        for name, row in zip(names, counts.tolist(), strict=True):
-            writer.writerow([name, *row])
-    return path
+    rows = [[name, *row] for name, row in zip(names, counts.tolist(), strict=True)]
+    return atomic_csv(path, [CSV_CORNER, *names], rows)
 
 
 def read_confusion_csv(path: str | Path) -> tuple[np.ndarray, list[str]]:

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from stn_lab.viz.stn_grid import DEFAULT_DPI, _save, _show, images_to_numpy
+from stn_lab.atomic import atomic_png
+from stn_lab.viz.drawing import DEFAULT_DPI, images_to_numpy, show_image
 
-__all__ = ["GradCAM", "eval_mode", "plot_gradcam"]
+__all__ = ["GradCAM", "eval_mode", "gradcam_figure", "plot_gradcam"]
 
 
 @contextlib.contextmanager
@@ -139,22 +140,20 @@ class GradCAM:
         return cam.clamp(0.0, 1.0).to(x.device)
 
 
-def plot_gradcam(
+def gradcam_figure(
     images: Tensor,
     heatmaps: Tensor,
-    path: str | Path,
     titles: Sequence[str] | None = None,
     *,
     ncol: int = 8,
     alpha: float = 0.45,
     figsize: tuple[float, float] | None = None,
-    dpi: int = DEFAULT_DPI,
-) -> Path:
-    """Overlay heat maps (N, h, w) in [0, 1] on images (N, C, H, W), ``ncol`` per row.
+) -> Figure:
+    """Heat maps (N, h, w) in [0, 1] over images (N, C, H, W), one panel each, ``ncol`` per row.
 
     Heat maps of another size are resized bilinearly to the images. ``titles`` (one per image)
-    go above each panel. The default figsize is 1.6 in per column and 1.8 in per row.
-    Returns the path written.
+    go above each panel, which is why each image has its own axes rather than a share of one
+    montage. The default figsize is 1.6 in per column and 1.8 in per row.
     """
     n = len(images)
     if n == 0:
@@ -178,8 +177,24 @@ def plot_gradcam(
         if i >= n:
             ax.set_axis_off()
             continue
-        _show(ax, shown[i])
+        show_image(ax, shown[i])
         ax.imshow(heat[i], cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
         if titles is not None:
             ax.set_title(titles[i], fontsize=7)
-    return _save(fig, path, dpi)
+    return fig
+
+
+def plot_gradcam(
+    images: Tensor,
+    heatmaps: Tensor,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    *,
+    ncol: int = 8,
+    alpha: float = 0.45,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """Write :func:`gradcam_figure` as a PNG; returns the path."""
+    fig = gradcam_figure(images, heatmaps, titles, ncol=ncol, alpha=alpha, figsize=figsize)
+    return atomic_png(fig, path, dpi=dpi)
