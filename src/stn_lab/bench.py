@@ -24,7 +24,7 @@ and each ratio is the median of the per-turn ratios. The measurements live in
 - with ``--anchor``: whole-process wall time of a 1-epoch STN run on Fashion-MNIST against the
   PyTorch STN tutorial's own loop for one epoch on the same data;
 - with ``--accuracy-epochs N``: test accuracy of the tutorial and the light localiser after N
-  epochs on Fashion-MNIST-RTS (minutes per epoch on a CPU).
+  epochs on Fashion-MNIST-RTS (whole training runs: the slowest part by far).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from stn_lab.module import ClassifierModule
 # Lightning/plain workloads: (model, raw px, distortion); RTS places 28 px on a 42 px canvas.
 OVERHEAD_WORKLOADS = [("stn", 28, "none"), ("cnn", 28, "none"),
                       ("stn", 28, "RTS"), ("cnn", 28, "RTS")]  # fmt: skip
-# Issue 13's floors for Lightning/plain: the default workload, and the cheapest model.
+# The Lightning/plain targets: the default workload (STN, RTS) and the cheapest model (CNN).
 OVERHEAD_TARGETS = {("stn", "RTS"): 0.95, ("cnn", "none"): 0.85}
 
 
