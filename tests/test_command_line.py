@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,31 @@ def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_data_dir() == tmp_path / "stn_lab"
     assert Path(compose_config([]).paths.data_dir) == tmp_path / "stn_lab"
+
+
+@pytest.mark.parametrize(
+    "script, first_line",
+    [
+        ("stn-train", "stn-train (python -m stn_lab.train): train one classifier, with or"),
+        ("stn-evaluate", "python -m stn_lab.evaluate: score a trained checkpoint."),
+        ("stn-compare", "usage: "),
+    ],
+)
+@pytest.mark.slow
+def test_console_scripts_run_the_apps_and_explain_them(tmp_path, script, first_line):
+    """``pip install -e .`` puts the three apps beside the interpreter; ``--help`` opens with a
+    description of the app."""
+    path = Path(sys.executable).parent / script
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(first_line)
+
+
+@pytest.mark.slow
+def test_stn_train_offers_hydra_tab_completion(tmp_path):
+    path = Path(sys.executable).parent / "stn-train"
+    result = subprocess.run([str(path), "-sc", "install=bash"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "hydra_bash_completion" in result.stdout and "stn-train" in result.stdout
