@@ -38,6 +38,7 @@ def build(cfg: DictConfig):
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(scheduler, resolve=True) if scheduler else None,
         num_classes=datamodule.num_classes,
+        inputs={"mean": list(datamodule.mean), "std": list(datamodule.std)},
     )
     return datamodule, module.network, module
 

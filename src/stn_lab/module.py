@@ -76,6 +76,9 @@ class ClassifierModule(L.LightningModule):
         degenerate_fraction: the share of a batch's grids that must collapse or leave the image
             for the batch to count as degenerate.
         channels_last: convolution weights in NHWC, so oneDNN runs convolutions in that layout.
+        inputs: the input transform the data was trained with, ``{"mean": [...], "std":
+            [...]}`` per channel; stored in the checkpoint so that :meth:`predict` takes raw
+            images.
 
     Logged keys: ``train/loss`` (on the steps the loggers write, every ``log_every_n_steps``),
     ``train/loss_epoch`` and ``train/acc`` per epoch, and ``<stage>/loss``, ``<stage>/acc``,
@@ -98,6 +101,7 @@ class ClassifierModule(L.LightningModule):
         on_fault: str = "stop",
         degenerate_fraction: float = 0.5,
         channels_last: bool = False,
+        inputs: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if on_fault not in FAULT_ACTIONS:
@@ -116,6 +120,7 @@ class ClassifierModule(L.LightningModule):
                 "on_fault": on_fault,
                 "degenerate_fraction": degenerate_fraction,
                 "channels_last": channels_last,
+                "inputs": _plain(inputs),
             },
             logger=False,  # the run's whole config is logged by train.py
         )
@@ -153,6 +158,27 @@ class ClassifierModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The predicted class of each raw image: ``uint8`` in 0-255 or float in [0, 1], shaped
+        ``[N, C, H, W]``, ``[N, H, W]`` or one ``[H, W]`` image, of the size the model trained on.
+        They are normalised as in training (the checkpoint holds the transform) and scored in
+        eval mode; the module's own train/eval mode is restored afterwards."""
+        inputs = self.hparams.get("inputs")
+        if inputs is None:
+            raise UserError("this checkpoint holds no input transform: normalise and call it")
+        x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+        x = x.reshape(-1, 1, *x.shape[-2:]) if x.dim() < 4 else x
+        mean, std = (torch.tensor(inputs[k], device=x.device).view(1, -1, 1, 1)
+                     for k in ("mean", "std"))  # fmt: skip
+        training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            return self((x.to(device) - mean.to(device)) / std.to(device)).argmax(dim=1)
+        finally:
+            self.train(training)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
