@@ -333,9 +333,9 @@ def test_mlflow_store_is_read_back_by_mlflows_own_client(tmp_path):
 
     # With csv: curves.png is drawn from csv/metrics.csv.
     record, run_dir = run(tmp_path, ["trainer.max_epochs=2", "logger=[csv,mlflow]"])
-    store = tmp_path / "logs" / "mlruns"
-    assert store.is_dir()  # under the log dir
-    client = MlflowClient(tracking_uri=store.as_uri())
+    store = tmp_path / "logs" / "mlflow.db"
+    assert store.is_file()  # under the log dir; opened with no MLFLOW_ALLOW_FILE_STORE flag
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "stn_lab"]
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.info.status == "FINISHED"
@@ -542,8 +542,7 @@ def test_cli_every_logger_at_once_writes_what_its_tool_reads(tmp_path, monkeypat
     assert set(record["config"]["logger"]) == {"csv", *loggers}
     assert csv_rows(run_dir, "val/acc")
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as the README's `mlflow ui`
-    client = MlflowClient(tracking_uri=(tmp_path / "logs" / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "stn_lab"]
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.data.metrics["test/acc"] == pytest.approx(record["test"]["acc"])

@@ -71,7 +71,11 @@ def build_trainer(
         overrides["callbacks"] = build_callbacks(cfg.get("callbacks"), extra.get("callbacks"))
     overrides["callbacks"] = [*overrides["callbacks"], *extra_callbacks]
     if "logger" not in overrides:
-        overrides["logger"] = build_loggers(cfg.get("logger"), extra.get("logger")) or False
+        resuming = bool(cfg.get("ckpt_path"))
+        group = cfg.get("logger")  # resolved here: its entries read ${paths.*}
+        group = OmegaConf.to_container(group, resolve=True) if group is not None else None
+        loggers = build_loggers(group, extra.get("logger"), resuming)
+        overrides["logger"] = loggers or False
     overrides.setdefault("plugins", [AtomicCheckpointIO(), *build_plugins(extra.get("plugins"))])
     if run_dir is not None:
         overrides.setdefault("default_root_dir", str(run_dir))

@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import ListConfig
 
-from stn_lab.errors import ConfigError, UserError
+from stn_lab.errors import ConfigError, UserError, first_line
 
 #: The pip extra (``pip install -e '.[name]'``) each optional logger or callback needs.
 EXTRAS = {
@@ -59,6 +59,11 @@ def build_entry(name: str, config: Any, group: str):
             raise ConfigError(
                 f"{group} {name!r}: cannot import {config['_target_']!r} ({text})"
             ) from None
+        cause = err
+        while cause.__cause__ is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__
+        if isinstance(cause, OSError):  # a store or folder it cannot create or write
+            raise UserError(f"{group} {name!r} cannot be set up: {first_line(cause)}") from err
         raise
 
 

@@ -18,16 +18,45 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogger
 
+from stn_lab.errors import UserError, first_line
 from stn_lab.instantiators import as_list, build_entry, entries
 
 log = logging.getLogger("stn_lab")
+RUN_DIR_TAG = "stn_lab_run_dir"  # the MLflow tag naming the run folder (conf/logger/mlflow.yaml)
 
 
-def build_loggers(cfg_logger: Mapping | None, extra: Any = None) -> list[Logger]:
-    """The ``logger`` group's entries, then any given as ``trainer.logger``."""
+def build_loggers(
+    cfg_logger: Mapping | None, extra: Any = None, resuming: bool = False
+) -> list[Logger]:
+    """The ``logger`` group's entries, then any given as ``trainer.logger``. A resumed run
+    continues its MLflow run (found by its ``stn_lab_run_dir`` tag) rather than starting one."""
     named = entries(cfg_logger, "logger")
     named += [("trainer.logger", c) for c in as_list(extra, "trainer.logger")]
-    return [build_entry(name, _local_settings(conf), "logger") for name, conf in named]
+    loggers = []
+    for name, conf in named:
+        conf = _local_settings(conf)
+        if resuming and str(conf.get("_target_", "")).endswith("MLFlowLogger"):
+            conf = {**conf, "run_id": conf.get("run_id") or _mlflow_run_of(conf)}
+        loggers.append(build_entry(name, conf, "logger"))
+    return loggers
+
+
+def _mlflow_run_of(conf: Mapping) -> str | None:
+    """The MLflow run that logged this run folder before (its newest), or None."""
+    run_dir = (conf.get("tags") or {}).get(RUN_DIR_TAG)
+    if not run_dir:
+        return None
+    from mlflow.tracking import MlflowClient  # the mlflow extra; build_entry named it if missing
+
+    client = MlflowClient(conf.get("tracking_uri"))
+    experiment = client.get_experiment_by_name(conf.get("experiment_name") or "Default")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.{RUN_DIR_TAG} = '{run_dir}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
 
 
 def _local_settings(conf: Any) -> Any:
@@ -40,9 +69,8 @@ def _local_settings(conf: Any) -> Any:
     if target.endswith("MLFlowLogger"):
         kwargs["tracking_uri"] = _absolute_file_uri(conf.get("tracking_uri"))
         if str(kwargs["tracking_uri"] or "").startswith("file:"):
-            # Recent MLflow 3 refuses a file store unless opted in; it is still a store that its
-            # client and `mlflow ui` read, with one folder per run (safe for parallel sweep
-            # jobs, no database). A sqlite:/// tracking_uri uses a database instead.
+            # MLflow 3 keeps its file store in maintenance mode and refuses it unless opted in;
+            # a file: tracking_uri (not the default) still works for writing.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         uri = str(kwargs["tracking_uri"] or "")
         if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
@@ -61,6 +89,21 @@ def _absolute_file_uri(uri: str | None) -> str | None:
     if not uri or not str(uri).startswith("file:"):
         return uri
     return Path(str(uri)[len("file:") :]).resolve().as_uri()
+
+
+def log_config(loggers: list[Logger], config: dict, resuming: bool) -> None:
+    """Give every logger the run's resolved config; the first write, so a store that refuses it
+    is one line. A resumed MLflow run keeps the params it started with (MLflow forbids changing
+    them): the record's ``resumes`` says what the resume changed."""
+    for logger in loggers:
+        if resuming and isinstance(logger, MLFlowLogger):
+            continue
+        try:
+            logger.log_hyperparams(config)
+        except Exception as err:  # noqa: BLE001 - any store's failure (a database, a server)
+            raise UserError(
+                f"logger {type(logger).__name__} cannot write to its store: {first_line(err)}"
+            ) from err
 
 
 def restore_history(loggers: list[Logger], upto_step: int) -> None:

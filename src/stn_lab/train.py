@@ -36,7 +36,7 @@ from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.epoch_log import EpochSummary
 from stn_lab.errors import UserError, first_line, user_error_message
-from stn_lab.loggers import restore_history
+from stn_lab.loggers import log_config, restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.record import RunRecorder, trained_config
 from stn_lab.run_folder import RunFolder
@@ -136,8 +136,7 @@ def train(
         write_summary(module, datamodule, run_dir / "summary.txt")
         if ckpt_path is not None:
             restore_history(trainer.loggers, trained["step"])
-    for logger in trainer.loggers:
-        logger.log_hyperparams(config)
+    log_config(trainer.loggers, config, resuming=ckpt_path is not None)
 
     try:
         fit(trainer, module, datamodule, ckpt_path)
