@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import re
+import resource
 import signal
 import time
 from pathlib import Path
@@ -181,3 +182,28 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
     record = record_of(run)
     assert record["status"] == "completed" and record["choices"]["model"] == "cnn"
     assert re.search(r"model: cnn", (run / ".hydra" / "hydra.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_recording_is_one_line_and_a_failed_record(tmp_path, train_cli):
+    """predictions.npy (8 bytes an image) is larger than the disk allows; the small record the
+    reserve leaves room for says what could not be written."""
+    limit = 120_000
+
+    def small_files():  # writes past the limit fail (EFBIG) instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = tmp_path / "run"
+    proc = train_cli(["model=cnn", "trainer.max_epochs=1", "data.num_test=20000",
+                      "~callbacks.best_checkpoint", "~callbacks.last_checkpoint",
+                      "~callbacks.artefacts", "+trainer.enable_checkpointing=false",
+                      f"hydra.run.dir={run}"], preexec_fn=small_files)  # fmt: skip
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "error:" in line]
+    assert f"could not write {run / 'predictions.npy'}" in line
+    record = record_of(run)
+    assert record["status"] == "failed" and "predictions.npy" in record["error"]
+    assert not (run / "predictions.npy").exists()

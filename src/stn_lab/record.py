@@ -43,7 +43,7 @@ PREDICTION_DTYPE = np.dtype(
 #: The checkpoint entry that holds the run's resolved config (read by :func:`trained_config`).
 CHECKPOINT_KEY = "stn_lab_run_config"
 RESERVE = ".record_reserve"
-RESERVE_BYTES = 1 << 20  # far more than any failed record needs
+RESERVE_BYTES = 1 << 16  # several times what a failed record needs
 
 
 class RecordWriteError(UserError, OSError):
