@@ -207,3 +207,20 @@ def test_a_full_disk_while_recording_is_one_line_and_a_failed_record(tmp_path, t
     record = record_of(run)
     assert record["status"] == "failed" and "predictions.npy" in record["error"]
     assert not (run / "predictions.npy").exists()
+
+
+@pytest.mark.slow
+def test_a_moved_run_resumes_and_tests_its_own_checkpoint(tmp_path, train_run):
+    """The kept checkpoint is the first epoch's (mode=min on val/acc) and its path was saved
+    absolute: after the folder moves, the resume tests that file in the new folder."""
+    keep_first = ["callbacks.best_checkpoint.mode=min"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    first = train_run(["model=cnn", "trainer.max_epochs=1", *keep_first, f"hydra.run.dir={old}"])
+    assert first.returncode == 0, first.stdout
+    old.rename(new)
+    resumed = train_run(["model=cnn", "trainer.max_epochs=2", "ckpt_path=last", *keep_first,
+                         f"hydra.run.dir={new}"])  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout
+    record = record_of(new)
+    assert record["epochs"] == 2 and record["best_checkpoint"].startswith("checkpoints/epoch000")
+    assert str(old) not in resumed.stdout.split("testing the")[-1]

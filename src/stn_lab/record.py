@@ -74,6 +74,15 @@ def prediction_table(columns: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
+def _moved(value, old: str, new: str):
+    """``value`` with every path under the folder ``old`` moved under ``new`` (dict keys too)."""
+    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old) :]
+    if isinstance(value, dict):
+        return {_moved(k, old, new): _moved(v, old, new) for k, v in value.items()}
+    return value
+
+
 class RunRecorder(L.Callback):
     """Writes the record of the run in ``folder``.
 
@@ -127,6 +136,17 @@ class RunRecorder(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.config
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Checkpoint callbacks store absolute paths; a run folder that moved or was copied
+        reads them in its new place (Lightning would otherwise keep only the old best path and
+        forget its score). Runs before the callbacks load their state."""
+        old = ((trained_config(checkpoint) or {}).get("paths") or {}).get("output_dir")
+        if old and Path(old) != self.path:
+            states = checkpoint.get("callbacks", {})
+            for keeper in trainer.checkpoint_callbacks:
+                if keeper.state_key in states:
+                    states[keeper.state_key] = _moved(states[keeper.state_key], old, str(self.path))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.interrupted_by = signal_name(exception) or self.interrupted_by

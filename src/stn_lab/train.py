@@ -201,14 +201,15 @@ def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
     best = {"path": None, "monitor": None, "mode": None, "score": None, "tested": "last",
             "val_acc": None if val_acc is None else float(val_acc)}  # fmt: skip
     keeper = trainer.checkpoint_callback
-    if isinstance(keeper, ModelCheckpoint) and keeper.monitor and keeper.best_model_path:
+    kept = kept_checkpoint(keeper) if isinstance(keeper, ModelCheckpoint) else None
+    if kept is not None and keeper.monitor:
         score = keeper.best_model_score
-        best.update(path=keeper.best_model_path, monitor=keeper.monitor, mode=keeper.mode,
+        best.update(path=str(kept), monitor=keeper.monitor, mode=keeper.mode,
                     score=None if score is None else float(score), tested="best")  # fmt: skip
         if keeper.monitor == "val/acc" and score is not None:
             best["val_acc"] = float(score)
         log.info("testing the checkpoint with the best %s (mode %s): %s",
-                 keeper.monitor, keeper.mode, Path(keeper.best_model_path).name)  # fmt: skip
+                 keeper.monitor, keeper.mode, kept.name)  # fmt: skip
     else:
         reason = (
             "no ModelCheckpoint callback" if keeper is None
@@ -217,6 +218,13 @@ def tested_model(trainer: L.Trainer, module, datamodule) -> dict:
         )  # fmt: skip
         log.info("testing the last weights (%s)", reason)
     return best
+
+
+def kept_checkpoint(keeper: ModelCheckpoint) -> Path | None:
+    """The best checkpoint the callback kept, if its file is there (a resume from another run's
+    checkpoint names files that this folder does not have)."""
+    path = Path(keeper.best_model_path) if keeper.best_model_path else None
+    return path if path is not None and path.is_file() else None
 
 
 def is_diverged(test_loss: float, num_classes: int, faults: DictConfig) -> bool:
