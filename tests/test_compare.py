@@ -609,6 +609,50 @@ def test_model_names_the_groups_whatever_the_choice_order(tmp_path: Path) -> Non
         assert diff.causes == ("model",)
 
 
+def test_a_pair_that_differs_in_two_settings_is_confounded(tmp_path: Path) -> None:
+    # -m ... trainer.max_epochs=2 optimizer.lr=0.001, then trainer.max_epochs=4 optimizer.lr=0.01
+    runs = [
+        record(s, acc + s / 100, "model=cnn", "data=synthetic", f"trainer.max_epochs={e}",
+               f"optimizer.lr={lr}")
+        for e, lr, acc in ((2, 0.001, 0.15), (4, 0.01, 0.95))
+        for s in (0, 1, 2)
+    ]  # fmt: skip
+    runs += [record(s, 0.5 + s / 100, "model=stn", "data=synthetic", "trainer.max_epochs=2",
+                    "optimizer.lr=0.001") for s in (0, 1, 2)]  # fmt: skip
+    table = write_runs(tmp_path, runs)
+    # The labels name optimizer.lr; trainer.max_epochs varies with it in this table.
+    assert [g.label for g in table.groups] == [
+        "model=cnn optimizer.lr=0.001", "model=cnn optimizer.lr=0.01",
+        "model=stn optimizer.lr=0.001",
+    ]  # fmt: skip
+    diffs = {d.varied: d for d in compare.pair_differences(table)}
+    lr, model = diffs["optimizer.lr"], diffs["model"]
+    assert lr.causes == ("optimizer.lr", "trainer.max_epochs") and lr.confounded
+    assert (lr.verdict, lr.verdict_text) == (
+        "confounded",
+        "confounded: A and B differ in optimizer.lr and trainer.max_epochs",
+    )
+    assert lr.test.significant  # a clear difference, and still no verdict
+    assert model.causes == ("model",) and model.verdict != "confounded"
+    # Holm's family holds the unconfounded pair alone: nothing to adjust.
+    assert lr.holm_p is None and model.holm_p is None
+
+
+def test_settings_that_follow_from_a_differing_choice_do_not_confound(tmp_path: Path) -> None:
+    # data=mnist_distorted is mnist with distortion=RTS: one cause, the distortion. A CNN
+    # against an STN with a CoordConv localiser: the CNN's unused localiser node differs too.
+    runs = [record(s, 0.9, "model=cnn", f"data={d}") for d in ("mnist", "mnist_distorted")
+            for s in (0, 1)]  # fmt: skip
+    runs += [record(s, 0.8, "model=stn", "localiser=coordconv", "data=mnist") for s in (0, 1)]
+    table = write_runs(tmp_path, runs)
+    diffs = {(d.a.label, d.b.label): d for d in compare.pair_differences(table)}
+    data_pair = next(d for d in diffs.values() if d.varied == "data")
+    assert data_pair.causes == ("distortion",) and not data_pair.confounded
+    assert any(k.startswith("data.distortion") for k in data_pair.follows)
+    model_pair = next(d for d in diffs.values() if d.varied == "model" and "mnist" in d.shared)
+    assert model_pair.causes == ("model",) and not model_pair.confounded
+
+
 def test_epochs_split_groups(tmp_path: Path) -> None:
     # Runs of 2 and 3 epochs were reported as one group, "seeds 0, 0".
     runs = [record(0, 0.7, *SYNTHETIC_CNN), record(0, 0.8, *SYNTHETIC_CNN, "trainer.max_epochs=3")]
@@ -654,19 +698,23 @@ def test_result_neutral_keys_do_not_split_groups(tmp_path: Path) -> None:
 
 def test_early_stopping_splits_groups_however_it_is_added(tmp_path: Path) -> None:
     group = ("callbacks=[default,early_stopping]",)
-    listed = f"+trainer.callbacks=[{{_target_:{EARLY_STOPPING},monitor:val/acc,patience:%d}}]"
+    stop = f"{{_target_:{EARLY_STOPPING},monitor:val/acc,patience:%d}}"
+    monitor = f"{{_target_:{LR_MONITOR}}}"
     runs = [
         record(0, 0.7, *SYNTHETIC_CNN, *group, "callbacks.early_stopping.patience=3"),
         record(1, 0.8, *SYNTHETIC_CNN, *group, "callbacks.early_stopping.patience=5"),
-        record(2, 0.6, *SYNTHETIC_CNN, listed % 3),
-        record(3, 0.6, *SYNTHETIC_CNN, listed % 7),
+        record(0, 0.6, *SYNTHETIC_CNN, f"+trainer.callbacks=[{stop % 7}]"),
+        # The same early stopping beside a learning-rate monitor: the same group.
+        record(1, 0.6, *SYNTHETIC_CNN, f"+trainer.callbacks=[{stop % 7},{monitor}]"),
     ]
     table = write_runs(tmp_path, runs)
     labels = [g.label for g in table.groups]
-    assert len(labels) == 4
+    assert len(labels) == 3
     assert "callbacks.early_stopping.patience=3" in labels[0]
     assert "callbacks.early_stopping.patience=5" in labels[1]
-    assert ['"patience": 3' in lab or '"patience": 7' in lab for lab in labels[2:]] == [True] * 2
+    assert [g.n for g in table.groups] == [1, 1, 2]
+    (listed,) = [g for g in table.groups if g.n == 2]
+    assert '"patience": 7' in dict(listed.key)["trainer.callbacks"]
 
 
 def test_result_neutral_longest_entry_wins() -> None:
@@ -735,23 +783,21 @@ def test_logger_copies_of_metrics_json_are_not_runs(tmp_path: Path, capsys) -> N
     run = write_run(logs / "runs" / "a", record(0, 0.8, *SYNTHETIC_CNN))
     text = (run / "metrics.json").read_text()
     for copy in (logs / "mlruns/1/abc/artifacts", logs / "mlartifacts/1/abc/artifacts",
-                 run / "wandb/offline-run-1/files", logs / "store/7/def/artifacts"):  # fmt: skip
+                 run / "wandb/offline-run-1/files", logs / "store/7/def/artifacts",
+                 logs / "store/7/ghi/artifacts/record"):  # fmt: skip
         copy.mkdir(parents=True)
         (copy / "metrics.json").write_text(text)
-    (logs / "store/7/meta.yaml").write_text("name: stn_lab\n")
-    (logs / "store/7/def/meta.yaml").write_text("run_id: def\n")
-    assert records.find_run_dirs([logs]) == [run.resolve()]
+    # An MLflow file store anywhere: meta.yaml in each experiment and run folder.
+    for folder in ("store/7", "store/7/def", "store/7/ghi"):
+        (logs / folder / "meta.yaml").write_text("name: stn_lab\n")
+    # A sweep folder that happens to be called artifacts holds runs (they hold .hydra/).
+    job = write_run(logs / "artifacts" / "0", record(1, 0.7, *SYNTHETIC_CNN))
+    assert records.find_run_dirs([logs]) == sorted([run.resolve(), job.resolve()])
     code, _, _ = run_main(logs, tmp_path / "out", capsys)
     md = (tmp_path / "out" / "compare.md").read_text()
     assert (
-        code == 0 and md.startswith("# Run comparison\n\n1 completed run") and "Duplicate" not in md
+        code == 0 and md.startswith("# Run comparison\n\n2 completed run") and "Duplicate" not in md
     )
-
-
-def test_a_sweep_folder_named_artifacts_still_holds_runs(tmp_path: Path) -> None:
-    # hydra.sweep.dir=artifacts: its jobs are runs (they hold .hydra/), the folder is no store.
-    job = write_run(tmp_path / "artifacts" / "0", record(0, 0.8, *SYNTHETIC_CNN))
-    assert records.find_run_dirs([tmp_path]) == [job.resolve()]
 
 
 def debug_record(seed: int, acc: float) -> dict:
