@@ -199,9 +199,12 @@ def test_every_option_of_every_group_builds_a_whole_run(group, option, tmp_path)
     if not (group == "trainer" and option.startswith("gpu")):  # see test_trainer_options_...
         # (no GPU here: those Trainers fail to build, which that test checks)
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
-    cfg.paths.output_dir = str(tmp_path)
-    assert all(isinstance(c, L.Callback) for c in build_callbacks(cfg.callbacks))
-    assert all(isinstance(lg, Logger) for lg in build_loggers(cfg.logger))
+    cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path), str(tmp_path / "logs")
+    callbacks = build_callbacks(cfg.callbacks)
+    assert callbacks and all(isinstance(c, L.Callback) for c in callbacks)
+    # Resolved first, as build_trainer does: the entries read ${paths.*}.
+    loggers = build_loggers(OmegaConf.to_container(cfg.logger, resolve=True))
+    assert loggers and all(isinstance(lg, Logger) for lg in loggers)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
