@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from stn_lab.config_path import compose_config
+from stn_lab.record import RESERVE_BYTES
 
 
 def finish(proc, timeout: int = 300) -> str:
@@ -91,9 +92,10 @@ def test_last_ckpt_is_the_final_model_whatever_the_step_interval(train_cli, tmp_
 
 @pytest.mark.slow
 def test_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_partial_file(train_cli, tmp_path):
-    # Files under the limit are written (the record's 1 MiB reserve among them); a classifier
-    # with a 1024-unit hidden layer has a checkpoint of about 4 MB, which is not.
+    # Files under the limit are written (the record's reserve among them); a classifier with a
+    # 1024-unit hidden layer has a checkpoint of about 4 MB, which is not.
     limit = 2_000_000
+    assert RESERVE_BYTES < limit
 
     def small_files():  # writes past the limit fail (EFBIG) instead of killing the process
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
