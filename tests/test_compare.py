@@ -516,7 +516,7 @@ def write_runs(root: Path, runs: list[dict]) -> compare.Table:
 
 
 def test_optimizer_sweep_gives_one_group_per_optimizer(tmp_path: Path) -> None:
-    # -m model=cnn data=synthetic optimizer=adam,sgd seed=0,1 (pooled as n=4 before)
+    # -m model=cnn data=synthetic optimizer=adam,sgd seed=0,1: one group per optimizer, not n=4.
     runs = [
         record(s, 0.5 + s / 10, *SYNTHETIC_CNN, f"optimizer={o}")
         for o in ("adam", "sgd")
@@ -536,7 +536,7 @@ def test_optimizer_sweep_gives_one_group_per_optimizer(tmp_path: Path) -> None:
 
 
 def test_config_value_sweep_gives_one_group_per_value(tmp_path: Path) -> None:
-    # optimizer=adam,sgd model.stn.lr_mult=0.5,1.0 seed=0,1 (8 runs in one group before)
+    # optimizer=adam,sgd model.stn.lr_mult=0.5,1.0 seed=0,1: four groups, not one of 8 runs.
     runs = [
         record(s, 0.9, "model=stn", "data=synthetic", f"optimizer={o}", f"model.stn.lr_mult={m}")
         for o in ("adam", "sgd")
@@ -654,7 +654,7 @@ def test_settings_that_follow_from_a_differing_choice_do_not_confound(tmp_path: 
 
 
 def test_epochs_split_groups(tmp_path: Path) -> None:
-    # Runs of 2 and 3 epochs were reported as one group, "seeds 0, 0".
+    # Runs of 2 and 3 epochs are two groups, not one with "seeds 0, 0".
     runs = [record(0, 0.7, *SYNTHETIC_CNN), record(0, 0.8, *SYNTHETIC_CNN, "trainer.max_epochs=3")]
     table = write_runs(tmp_path, runs)
     assert [(g.label, g.n) for g in table.groups] == [

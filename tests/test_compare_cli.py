@@ -46,7 +46,8 @@ def train_sweep(sweep_dir: Path, cwd: Path, *overrides: str) -> None:
 def sweeps(tmp_path_factory) -> Path:
     """``X/a``: ``model=cnn,stn seed=0,1 trainer.max_epochs=1`` (the round trip); ``X/b``:
     ``model=cnn seed=0,1 trainer.max_epochs=2 optimizer.lr=0.01``, which differs from the CNN
-    of ``X/a`` in two settings at once (issue 22's repro, at the smallest size)."""
+    of ``X/a`` in two settings at once: two sweeps that confound two settings, at the
+    smallest size."""
     root = tmp_path_factory.mktemp("sweeps")
     train_sweep(root / "X" / "a", root, "model=cnn,stn", "seed=0,1", "trainer.max_epochs=1")
     train_sweep(root / "X" / "b", root, "model=cnn", "seed=0,1", "trainer.max_epochs=2",
@@ -191,7 +192,7 @@ def test_include_debug_compares_debug_runs_marked_as_such(tmp_path: Path) -> Non
 
 
 def test_two_seed_intervals_stay_within_0_and_100(tmp_path: Path) -> None:
-    # Two seeds at 20% and 100%: the t interval was [-11.62, 132.32].
+    # Two seeds at 20% and 100%: the uncut t interval would be [-11.62, 132.32].
     runs = [record(0, 0.20, *CNN), record(1, 1.00, *CNN)]
     out = tmp_path / "out"
     proc = run_compare([str(write_sweep(tmp_path / "logs", runs)), "--out", str(out)], tmp_path)
@@ -244,7 +245,7 @@ def test_an_mlflow_store_inside_the_logs_is_not_a_run(tmp_path: Path, monkeypatc
 
 
 def test_the_picture_title_stays_inside_the_picture(tmp_path: Path) -> None:
-    # Many shared settings under the title ran off the right edge of compare.png.
+    # Many shared settings under the title: a long line that must stay inside compare.png.
     shared = ("model=stn", "data=fashion_mnist_distorted", "localiser=coordconv",
               "activation=leakyrelu", "transform=projective", "localiser_size=light")  # fmt: skip
     runs = [

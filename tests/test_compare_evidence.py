@@ -1,4 +1,4 @@
-"""``compare``'s statistics against their reference implementations (issue 15, points 2-6).
+"""``compare``'s statistics against their reference implementations, and its pictures.
 
 Fixed small inputs: 2, 3 and 5 seeds with unequal variances. Bootstraps use few replicates
 and are compared within Monte Carlo tolerance; everything else must agree to float precision.
@@ -588,7 +588,7 @@ def test_comparison_picture_shows_one_bar_per_group_and_changes_with_them(tmp_pa
 
 
 def test_comparison_picture_title_fits_in_the_figure(tmp_path: Path) -> None:
-    # Every choice the groups share goes under the title: a long line that ran off the right.
+    # Every choice the groups share goes under the title: a long line that must fit.
     shared = ("model=stn", "data=fashion_mnist_distorted", "localiser=coordconv",
               "activation=leakyrelu", "transform=projective", "localiser_size=light")  # fmt: skip
     runs = [

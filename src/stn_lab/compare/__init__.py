@@ -16,20 +16,24 @@ The layers, each a few pure functions usable from a notebook:
 
 - :mod:`.records` -- :func:`load_runs` reads every run folder into one :class:`RunRecord` and
   sorts them into a :class:`RunSet`: results, debug runs, interrupted runs, failed runs. The
-  result-neutral keys and debug flags come from :mod:`stn_lab.run_record` (one definition).
+  result-neutral keys and debug flags come from :mod:`stn_lab.run_record` (one definition);
+  callbacks are judged one by one, however they were added.
 - :mod:`.groups` -- :func:`build_table` groups results by their whole resolved config minus the
   seed and the result-neutral keys, counts a repeated seed once and names each group by the
-  settings that vary; :func:`pair_differences` lists the pairs that differ in one setting, with
-  the verdict (better / equivalent / inconclusive) and the evidence behind it.
+  settings that vary; :func:`pair_differences` lists the pairs whose names differ in one
+  setting, with the verdict (better / equivalent / inconclusive, none when confounded) and the
+  evidence behind it. :mod:`.contrast` names every setting two groups differ in.
 - :mod:`.stats` -- paired (by seed) and Welch t tests with their intervals, Wilcoxon, Holm,
-  TOST, power, P(improvement) and the smallest p a design can reach, on ``scipy.stats``.
+  TOST, power, P(improvement), the smallest p a design can reach and the one bootstrap, on
+  ``scipy.stats``.
 - :mod:`.predictions` -- per-image evidence: the multibootstrap over seeds x test images,
   McNemar per seed pair, the images two models disagree on.
 - :mod:`.sets` -- results across distortion sets: mean and IQM with stratified-bootstrap
   intervals, performance profiles, the design guard, Friedman/Nemenyi ranks.
-- :mod:`.report` -- ``compare.md``, ``compare.csv``, ``differences.csv``, ``compare.tex`` and
-  ``compare.png``, with the variance manifest under every table; :mod:`.plots` --
-  ``profile.png``, ``cd.png`` and ``disagreements.png``.
+- :mod:`.columns` -- one column specification per table, shared by :mod:`.markdown`
+  (``compare.md``), :mod:`.tex` (``compare.tex``) and the CSV files; :mod:`.notes` -- the
+  variance manifest under every table; :mod:`.plots` -- ``compare.png``, ``profile.png``,
+  ``cd.png`` and ``disagreements.png``; :mod:`.report` -- writes them all into ``--out``.
 - :mod:`.cli` -- :func:`main`, the command line.
 """
 

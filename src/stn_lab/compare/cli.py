@@ -12,6 +12,7 @@ from stn_lab.compare.groups import DEFAULT_ROPE, Analysis, build_table, pair_dif
 from stn_lab.compare.records import METRICS_FILE, load_runs
 from stn_lab.compare.report import write_report
 from stn_lab.compare.sets import sets_analysis
+from stn_lab.compare.stats import CONFIDENCE
 
 #: Where ``train`` writes its runs unless ``paths.log_dir`` says otherwise (conf/paths).
 LOGS_ENV = "STN_LAB_LOGS"
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m stn_lab.compare",
         description="Aggregate finished runs over seeds, tabulate them, plot them and test "
         "the differences between groups whose labels differ in one setting (paired t over "
-        "shared seeds, else Welch; 95%% CI; Holm across pairs; a verdict of better, "
+        f"shared seeds, else Welch; {100 * CONFIDENCE:.0f}% CI; Holm across pairs; a verdict "
+        "of better, "
         "equivalent or inconclusive, or none when the two groups differ in more than one "
         "setting: confounded). Reads metrics.json and predictions.npy files.",
     )

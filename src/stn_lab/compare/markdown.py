@@ -240,8 +240,8 @@ def render_markdown(
         "ran the same seeds it is the **paired t** test on the per-seed differences (a seed "
         "shares the split, data order and distortion draws on both sides), with the Wilcoxon "
         "signed-rank p and the correlation r of the pairs beside it; otherwise **Welch**'s t "
-        "test (Welch–Satterthwaite df). With more than one tested pair, Holm p adjusts p "
-        "across all of them. The interval is not adjusted.",
+        "test (Welch–Satterthwaite df). With more than one tested pair that is not confounded, "
+        "Holm p adjusts p across them. The interval is not adjusted.",
         "",
         "The verdict is one of three. **better**: the interval excludes 0 and the Holm p "
         f"(else p) is below {1 - CONFIDENCE:.2f}. **equivalent within ±δ**: the two one-sided "

@@ -67,7 +67,7 @@ def comparison_figure(table: Table) -> Any:
     shared = ", ".join(f"{k}={v}" for k, v in table.fixed.items())
     title = "Test accuracy per group" + (f" ({shared})" if shared else "")
     # Centred on the figure, not on the axes (which the group labels push right), and wrapped
-    # to its width: a long list of shared settings ran off the right edge.
+    # to its width, so a long list of shared settings stays inside the picture.
     fig.suptitle(_wrap(fig, title, TITLE_SIZE), fontsize=TITLE_SIZE)
     ax.grid(axis="x", alpha=0.3)
     return fig
