@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from stn_lab.lightning_private import should_update_logs
+from stn_lab.lightning_private import VAL_PROGRESS, rerun_cut_validation, should_update_logs
 
 
 class Recorder(L.LightningModule):
@@ -47,3 +47,24 @@ def test_it_is_true_exactly_on_every_nth_step(tmp_path):
 
 def test_it_is_never_true_when_logging_every_zero_steps(tmp_path):
     assert not any(update for _, update in fit(0, 5, tmp_path))
+
+
+def test_checkpoints_keep_the_validation_counters_where_rerun_cut_validation_edits_them(tmp_path):
+    data = DataLoader(TensorDataset(torch.zeros(4, 2)), batch_size=1)
+    module = Recorder()
+    module.validation_step = lambda batch, batch_idx: None
+    trainer = L.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, data, data)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    checkpoint = torch.load(tmp_path / "c.ckpt", weights_only=False)
+    progress = checkpoint
+    for key in VAL_PROGRESS:
+        progress = progress[key]
+    counters = {"ready", "started", "processed", "completed"}
+    assert counters <= set(progress["total"]) and counters <= set(progress["current"])
+    assert progress["total"]["completed"] == 4  # the epoch's four validation batches
+    rerun_cut_validation(checkpoint)
+    assert progress["current"] == {"ready": 1, "started": 1, "processed": 0, "completed": 0}

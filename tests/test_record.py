@@ -224,3 +224,37 @@ def test_a_moved_run_resumes_and_tests_its_own_checkpoint(tmp_path, train_run):
     record = record_of(new)
     assert record["epochs"] == 2 and record["best_checkpoint"].startswith("checkpoints/epoch000")
     assert str(old) not in resumed.stdout.split("testing the")[-1]
+
+
+TERM_DURING_VALIDATION = """
+import os, signal
+import lightning as L
+
+
+class TermDuringValidation(L.Callback):
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_):
+        first_epoch = trainer.current_epoch == 0 and not trainer.sanity_checking
+        if first_epoch and batch_idx == 1 and not os.environ["RESUMED"]:
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.slow
+def test_a_resume_after_sigterm_during_validation_validates_that_epoch(tmp_path, train_run):
+    (tmp_path / "term.py").write_text(TERM_DURING_VALIDATION)
+    env = {"PYTHONPATH": str(tmp_path), "RESUMED": ""}
+    args = ["model=cnn", "trainer.max_epochs=2", "data.eval_batch_size=8"]
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    term = "+callbacks.term._target_=term.TermDuringValidation"
+    first = train_run([*args, term, f"hydra.run.dir={cut}"], env=env)
+    assert first.returncode == 143, first.stdout
+    assert record_of(cut)["status"] == "interrupted"
+    resumed = train_run([*args, term, "ckpt_path=last", f"hydra.run.dir={cut}"],
+                        env={**env, "RESUMED": "1"})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout
+    assert re.search(r"epoch 1/2 \| .* val acc \d+\.\d\d% \|", resumed.stdout)
+    # The cut epoch's validation is the one an uninterrupted run gets (the epoch after it
+    # trains on from a resume, whose data order need not match).
+    assert train_run([*args, f"hydra.run.dir={whole}"], env=env).returncode == 0
+    cut_acc = epoch_metrics(cut, "val/acc")
+    assert sorted(cut_acc) == [0, 1] and cut_acc[0] == epoch_metrics(whole, "val/acc")[0]

@@ -15,3 +15,21 @@ def should_update_logs(trainer: L.Trainer) -> bool:
     public way to ask; logging only on these steps spares the module a ``self.log`` call on the
     others, which the loggers would drop anyway."""
     return trainer._logger_connector.should_update_logs
+
+
+#: Where a checkpoint keeps the validation loop's batch counters (Lightning's loop state).
+VAL_PROGRESS = ("loops", "fit_loop", "epoch_loop.val_loop.batch_progress")
+
+
+def rerun_cut_validation(checkpoint: dict) -> None:
+    """Make a checkpoint saved part-way through an epoch's validation (a SIGTERM between two
+    validation batches) resume by validating that epoch from its first batch. Lightning reads
+    such a checkpoint as saved after the epoch's last step, whose validation it then skips; its
+    own "restarted mid-evaluation" state (a batch started, none since processed) runs it."""
+    loops, fit, key = VAL_PROGRESS
+    progress = checkpoint[loops][fit][key]
+    before = progress["total"]["completed"] - progress["current"]["completed"]
+    progress["total"].update(ready=before + 1, started=before + 1, processed=before,
+                             completed=before)  # fmt: skip
+    progress["current"].update(ready=1, started=1, processed=0, completed=0)
+    progress["is_last_batch"] = False

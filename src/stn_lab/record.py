@@ -29,6 +29,7 @@ import torch
 from stn_lab.atomic import atomic_write
 from stn_lab.checkpointing import signal_name
 from stn_lab.errors import UserError, first_line
+from stn_lab.lightning_private import rerun_cut_validation
 from stn_lab.loggers import publish_artifacts
 from stn_lab.run_folder import RECORDED, RUNNING, RunFolder
 from stn_lab.run_record import metrics_record, record_choices
@@ -42,6 +43,7 @@ PREDICTION_DTYPE = np.dtype(
 )
 #: The checkpoint entry that holds the run's resolved config (read by :func:`trained_config`).
 CHECKPOINT_KEY = "stn_lab_run_config"
+VALIDATION_CUT = "stn_lab_validation_cut"  # whether it was saved mid-validation
 RESERVE = ".record_reserve"
 RESERVE_BYTES = 1 << 16  # several times what a failed record needs
 
@@ -136,11 +138,16 @@ class RunRecorder(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.config
+        # Saved part-way through an epoch's validation (a signal): the resume validates it anew.
+        checkpoint[VALIDATION_CUT] = bool(trainer.validating and not trainer.sanity_checking)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        """Checkpoint callbacks store absolute paths; a run folder that moved or was copied
-        reads them in its new place (Lightning would otherwise keep only the old best path and
-        forget its score). Runs before the callbacks load their state."""
+        """A checkpoint cut mid-validation validates that epoch again. Checkpoint callbacks store
+        absolute paths; a run folder that moved or was copied reads them in its new place
+        (Lightning would otherwise keep only the old best path and forget its score). Runs before
+        the callbacks and loops load their state."""
+        if checkpoint.get(VALIDATION_CUT):
+            rerun_cut_validation(checkpoint)
         old = ((trained_config(checkpoint) or {}).get("paths") or {}).get("output_dir")
         if old and Path(old) != self.path:
             states = checkpoint.get("callbacks", {})
