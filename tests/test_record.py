@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 CNN = ["model=cnn", "trainer.max_epochs=3", "seed=0"]
 
@@ -258,3 +259,24 @@ def test_a_resume_after_sigterm_during_validation_validates_that_epoch(tmp_path,
     assert train_run([*args, f"hydra.run.dir={whole}"], env=env).returncode == 0
     cut_acc = epoch_metrics(cut, "val/acc")
     assert sorted(cut_acc) == [0, 1] and cut_acc[0] == epoch_metrics(whole, "val/acc")[0]
+
+
+def test_resume_and_compare_judge_callbacks_alike():
+    """A resume may not change what compare groups by, and may change what it ignores."""
+    from stn_lab.config_path import compose_config
+    from stn_lab.run_record import changed_settings
+
+    def config(*overrides):
+        return OmegaConf.to_container(compose_config(list(overrides)), resolve=False)
+
+    base = config()
+    callbacks = "lightning.pytorch.callbacks"
+    stop = f"+trainer.callbacks=[{{_target_: {callbacks}.EarlyStopping, monitor: val/acc}}]"
+    watch = f"+trainer.callbacks=[{{_target_: {callbacks}.LearningRateMonitor}}]"
+    assert list(changed_settings(base, config(stop))) == ["trainer.callbacks"]
+    assert changed_settings(base, config(watch)) == {}
+    assert list(changed_settings(base, config("callbacks.best_checkpoint.monitor=val/loss"))) == [
+        "callbacks.best_checkpoint.monitor"
+    ]
+    assert changed_settings(base, config("callbacks.best_checkpoint.filename=x")) == {}
+    assert changed_settings(base, config("+trainer.logger={_target_: x.Y}")) == {}

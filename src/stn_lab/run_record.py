@@ -12,12 +12,24 @@ SCHEMA_VERSION = 2
 #: the key itself and every key below it (``paths`` covers ``paths.log_dir``, not ``pathsx``).
 RESULT_NEUTRAL = (
     "seed", "ckpt_path", "checkpoint_every_n_steps", "paths", "hydra", "logger", "callbacks",
+    "trainer.logger",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir", "data.data_dir", "data.num_workers", "data.keep_on_device",
     "data.download",
 )  # fmt: skip
 #: Exceptions inside neutral entries: the longest entry that covers a key decides.
-RESULT_RELEVANT = ("callbacks.early_stopping",)
+RESULT_RELEVANT = (
+    "callbacks.early_stopping",
+    # which checkpoint the test scores
+    "callbacks.best_checkpoint.monitor", "callbacks.best_checkpoint.mode",
+)  # fmt: skip
+#: Callback classes that change what a run learns or which model is kept, however they are
+#: added (the ``callbacks`` group or ``+trainer.callbacks``); any other callback only watches.
+RESULT_CHANGING_CALLBACKS = (
+    "EarlyStopping", "StochasticWeightAveraging", "WeightAveraging", "EMAWeightAveraging",
+    "GradientAccumulationScheduler", "BaseFinetuning", "BackboneFinetuning", "ModelPruning",
+    "QuantizationAwareTraining", "Timer", "LearningRateFinder", "BatchSizeFinder",
+)  # fmt: skip
 #: What a resume may change besides those: how long to train.
 RESUMABLE = ("trainer.max_epochs", "trainer.max_steps")
 #: Trainer settings that make a run a check, not a result.
@@ -65,14 +77,53 @@ def effective(key: str, value):
     return (type(value).__name__, value) if isinstance(value, int | float) else value
 
 
+def callback_changes_results(entry, name: str | None = None) -> bool:
+    """Whether a callback config can change a run's result as a whole: a ``callbacks.<name>``
+    entry that :func:`result_neutral` keeps (early stopping), or any callback, however added,
+    whose ``_target_`` class is one of :data:`RESULT_CHANGING_CALLBACKS`."""
+    if name is not None and not result_neutral(f"callbacks.{name}"):
+        return True
+    target = entry.get("_target_") if isinstance(entry, dict) else None
+    return isinstance(target, str) and target.rsplit(".", 1)[-1] in RESULT_CHANGING_CALLBACKS
+
+
+def relevant_settings(config: dict) -> dict[str, object]:
+    """The result-relevant settings of a resolved config, flattened to dotted keys: what sets
+    runs apart in ``compare`` and what a resume may not change.
+
+    Callbacks are judged one by one, the same way wherever they are listed: an entry of the
+    ``callbacks`` group or of ``+trainer.callbacks=[...]`` that changes results counts whole;
+    of any other, only its result-relevant keys (``callbacks.best_checkpoint.monitor``).
+    """
+    config = dict(config)
+    group = config.pop("callbacks", None)
+    trainer = config.get("trainer")
+    listed = None
+    if isinstance(trainer, dict):
+        trainer = dict(trainer)
+        listed = trainer.pop("callbacks", None)
+        config["trainer"] = trainer
+    flat = {k: v for k, v in flatten(config).items() if not result_neutral(k)}
+    for name, entry in (group if isinstance(group, dict) else {}).items():
+        whole = callback_changes_results(entry, str(name))
+        for key, value in flatten({"callbacks": {name: entry}}).items():
+            if whole or not result_neutral(key):
+                flat[key] = value
+    entries = listed if isinstance(listed, list) else [] if listed is None else [listed]
+    relevant = [e for e in entries if callback_changes_results(e)]
+    if relevant:
+        flat["trainer.callbacks"] = relevant
+    return flat
+
+
 def changed_settings(old: dict, new: dict) -> dict[str, tuple]:
     """The result-relevant settings (dotted keys) that differ between two resolved configs,
     after Lightning's defaults are applied, as ``{key: (old, new)}``."""
-    a, b = flatten(old), flatten(new)
+    a, b = relevant_settings(old), relevant_settings(new)
     return {
         key: (a.get(key), b.get(key))
         for key in sorted(a.keys() | b.keys())
-        if effective(key, a.get(key)) != effective(key, b.get(key)) and not result_neutral(key)
+        if effective(key, a.get(key)) != effective(key, b.get(key))
     }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stn_lab.errors import first_line
-from stn_lab.run_record import DEBUG_FLAGS, debug_flags, flatten, result_neutral
+from stn_lab.run_record import DEBUG_FLAGS, debug_flags, relevant_settings, result_neutral
 
 #: Value of a setting that does not apply (e.g. ``localiser`` for ``model=cnn``) or is missing.
 NA = "n/a"
@@ -182,60 +182,10 @@ def _overrides(raw: Any) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-#: Lightning callbacks that change what a run learns (stopping, weight averaging, freezing,
-#: pruning, tuning a rate or a batch size): whether listed in the ``callbacks`` group or in
-#: ``trainer.callbacks``, such a callback's settings tell groups apart. Others (checkpoints,
-#: progress bars, monitors, stn_lab's pictures and epoch log) never change a result.
-RESULT_CHANGING_CALLBACKS = (
-    "EarlyStopping", "StochasticWeightAveraging", "WeightAveraging", "EMAWeightAveraging",
-    "GradientAccumulationScheduler", "BaseFinetuning", "BackboneFinetuning", "ModelPruning",
-    "QuantizationAwareTraining", "Timer", "LearningRateFinder", "BatchSizeFinder",
-)  # fmt: skip
-#: Trainer arguments that only say where metrics go, as the ``logger`` group does.
-NEUTRAL_TRAINER_KEYS = ("trainer.logger",)
-
-
-def callback_changes_results(entry: Any, name: str | None = None) -> bool:
-    """Whether a callback config can change a run's result: a ``callbacks.<name>`` entry that
-    :func:`stn_lab.run_record.result_neutral` keeps (early stopping), or any callback, however
-    added, whose ``_target_`` class is one of :data:`RESULT_CHANGING_CALLBACKS`."""
-    if name is not None and not result_neutral(f"callbacks.{name}"):
-        return True
-    target = entry.get("_target_") if isinstance(entry, dict) else None
-    return isinstance(target, str) and target.rsplit(".", 1)[-1] in RESULT_CHANGING_CALLBACKS
-
-
 def _config_settings(config: dict[str, Any]) -> dict[str, str]:
-    """The result-relevant settings of a resolved config, flattened to dotted keys.
-
-    Callbacks are judged one by one, the same way wherever they are listed: the ``callbacks``
-    group's entries by :func:`callback_changes_results` (not all as neutral), and so are the
-    entries of ``+trainer.callbacks=[...]`` (not all as relevant: their resolved paths would
-    put every run in a group of its own).
-    """
-    config = dict(config)
-    group = config.pop("callbacks", None)
-    trainer = config.get("trainer")
-    listed = None
-    if isinstance(trainer, dict):
-        trainer = dict(trainer)
-        listed = trainer.pop("callbacks", None)
-        config["trainer"] = trainer
-    flat = {
-        k: _text(v)
-        for k, v in flatten(config).items()
-        if not result_neutral(k)
-        and not any(k == n or k.startswith(n + ".") for n in NEUTRAL_TRAINER_KEYS)
-    }
-    if isinstance(group, dict):
-        for name, entry in group.items():
-            if callback_changes_results(entry, str(name)):
-                flat.update((k, _text(v)) for k, v in flatten({"callbacks": {name: entry}}).items())
-    entries = listed if isinstance(listed, list) else [] if listed is None else [listed]
-    relevant = [e for e in entries if callback_changes_results(e)]
-    if relevant:
-        flat["trainer.callbacks"] = _text(relevant)
-    return flat
+    """The result-relevant settings of a resolved config (:func:`relevant_settings`), as
+    text."""
+    return {k: _text(v) for k, v in relevant_settings(config).items()}
 
 
 def _settings(data: dict[str, Any], choices: dict[str, str]) -> dict[str, str]:
