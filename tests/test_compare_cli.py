@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
 from test_compare_helpers import (
     read_csv,
     record,
@@ -242,22 +241,3 @@ def test_an_mlflow_store_inside_the_logs_is_not_a_run(tmp_path: Path, monkeypatc
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("# Run comparison\n\n1 completed runs in 1 groups")
     assert "Duplicate" not in proc.stdout and "more than once" not in proc.stderr
-
-
-def test_the_picture_title_stays_inside_the_picture(tmp_path: Path) -> None:
-    # Many shared settings under the title: a long line that must stay inside compare.png.
-    shared = ("model=stn", "data=fashion_mnist_distorted", "localiser=coordconv",
-              "activation=leakyrelu", "transform=projective", "localiser_size=light")  # fmt: skip
-    runs = [
-        record(s, acc + s / 100, *shared, f"model.stn.lr_mult={m}")
-        for m, acc in ((0.1, 0.8), (1.0, 0.7))
-        for s in (0, 1)
-    ]
-    out = tmp_path / "out"
-    proc = run_compare([str(write_sweep(tmp_path / "logs", runs)), "--out", str(out)], tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    image = imread(out / "compare.png")[..., :3]
-    drawn = image.min(axis=-1) < 0.9
-    assert drawn.mean() > 0.01  # not blank
-    # Nothing is drawn in the outermost columns: no text runs into (and past) the edge.
-    assert not drawn[:, -3:].any() and not drawn[:, :3].any()
