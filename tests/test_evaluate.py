@@ -246,7 +246,7 @@ def test_score_a_checkpoint_anywhere_on_any_data_and_distortion(runs, tmp_path, 
     args = [f"ckpt_path={ckpt}", f"compare={compare}", *DATA, "data.eval_seed=3"]
     code, output = evaluate_cli([*args, "distortion=R", "limit=50"])
     assert code == 0, output
-    rows = read_rows(tmp_path / "score_synthetic_R.csv")  # beside the checkpoint
+    rows = read_rows(tmp_path / "score_synthetic_R_limit50.csv")  # beside the checkpoint
     assert [(r["model"], r["distortion"], r["images"]) for r in rows] == [
         ("stn", "R", "50"),
         ("cnn", "R", "50"),
