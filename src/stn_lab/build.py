@@ -22,10 +22,15 @@ def resolved(cfg: DictConfig) -> dict:
     return config
 
 
+def build_datamodule(data: DictConfig) -> L.LightningDataModule:
+    """The DataModule of a ``data`` config (its distortion built with it)."""
+    return instantiate(data)
+
+
 def build(cfg: DictConfig):
     """Seeded DataModule, network and LightningModule for ``cfg`` (no trainer)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     network = OmegaConf.to_container(cfg.model, resolve=True)
     network.update(
         in_channels=datamodule.in_channels,

@@ -46,10 +46,10 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from stn_lab.atomic import atomic_csv
+from stn_lab.build import build_datamodule
 from stn_lab.config_path import CONFIG_DIR
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.datamodules import ImageDataModule
@@ -153,7 +153,7 @@ def run_data(run_dir: Path, distortion: DictConfig | None, own: bool = False) ->
     if not own:
         cfg.distortion = distortion  # the run's data config reads it as ${distortion}
     try:
-        return instantiate(cfg.data)
+        return build_datamodule(cfg.data)
     except Exception as err:  # noqa: BLE001 - an outdated or broken config: one line, exit 2
         reason = user_error_message(err) or first_line(err)
         raise EvaluateError(
@@ -176,7 +176,7 @@ def load(
     if data is None:
         datamodule = run_data(run_dir, distortion, own=own_distortion)
     else:
-        datamodule = instantiate(data)
+        datamodule = build_datamodule(data)
     label = model_label(run_dir, module)
     takes = (module.hparams.network["in_channels"], module.hparams.num_classes)
     has = (datamodule.in_channels, datamodule.num_classes)

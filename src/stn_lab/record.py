@@ -162,8 +162,7 @@ class RunRecorder(L.Callback):
     def completed(self, trainer: L.Trainer, results: dict, files: dict) -> dict:
         """Write the completed record: ``results`` are :func:`metrics_record`'s keyword
         arguments, ``files`` the predictions' columns under ``predictions``."""
-        record = metrics_record(status="completed", predictions=PREDICTIONS, **self.base,
-                                **results)  # fmt: skip
+        record = self._record("completed", predictions=PREDICTIONS, **results)
         if trainer.is_global_zero:  # under DDP every process gets here; one file is enough
             self._write({PREDICTIONS: prediction_table(files["predictions"]),
                          METRICS: json.dumps(record, indent=2)})  # fmt: skip
@@ -174,9 +173,12 @@ class RunRecorder(L.Callback):
 
     def interrupted(self, trainer: L.Trainer, name: str) -> None:
         if trainer.is_global_zero:
-            record = metrics_record(status="interrupted", error=f"interrupted by {name}",
-                                    step=trainer.global_step, epochs=trainer.current_epoch,
-                                    **self.base)  # fmt: skip
+            record = self._record(
+                "interrupted",
+                error=f"interrupted by {name}",
+                step=trainer.global_step,
+                epochs=trainer.current_epoch,
+            )
             self._write({METRICS: json.dumps(record, indent=2)})
             self._done()
 
@@ -187,7 +189,7 @@ class RunRecorder(L.Callback):
             self.folder.restore(RECORDED)
             self._release()
             return
-        record = metrics_record(status="failed", error=message, **self.base)
+        record = self._record("failed", error=message)
         self._release()  # the reserve makes room for the failed record on a full disk
         try:
             atomic_write(self.path / METRICS, json.dumps(record, indent=2))
@@ -197,6 +199,10 @@ class RunRecorder(L.Callback):
         self.folder.keep(RECORDED)
 
     # ------------------------------------------------------------------ writing
+    def _record(self, status: str, **fields) -> dict:
+        """The record of this run with ``status``: what the command asked for and ``fields``."""
+        return metrics_record(status=status, **self.base, **fields)
+
     def _write(self, files: dict[str, bytes | str]) -> None:
         """Write every file beside its old version first, then swap them all in: a failed write
         leaves the old record and predictions as they were, together."""
