@@ -175,8 +175,9 @@ def _import_names(distribution) -> set[str]:
 @functools.cache
 def no_skip_names(value: str) -> frozenset[str]:
     """The import names a ``STN_LAB_NO_SKIPS`` value protects: each extra's distributions'
-    modules, and each other entry as it is. An extra whose distribution is not installed is a
-    usage error: the run could not honour the rule."""
+    modules (and the package an extra is named after, if installed), and each other entry as it
+    is. An extra whose distribution is not installed is a usage error: the run could not honour
+    the rule."""
     from importlib import metadata
 
     requires = metadata.distribution("stn_lab").requires or []
@@ -191,6 +192,10 @@ def no_skip_names(value: str) -> frozenset[str]:
                 names |= _import_names(metadata.distribution(name))
             except metadata.PackageNotFoundError:
                 missing.append(f"{name} (extra {entry!r})")
+        try:  # an extra named after a package installs it (optuna, through its Hydra plugin)
+            names |= _import_names(metadata.distribution(entry))
+        except metadata.PackageNotFoundError:
+            pass
     if missing:
         raise pytest.UsageError(f"{NO_SKIPS}={value}: not installed: {', '.join(missing)}")
     return frozenset(names - _GENERIC)
