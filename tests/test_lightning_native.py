@@ -622,13 +622,15 @@ def test_cli_optuna_sweep_maximises_validation_accuracy_past_a_failed_trial(tmp_
     # The optuna extra is not in dev; CI installs it, and there this skip fails (the no-skip rule).
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     # tune_lr's sampler is seeded: trial 0 draws max_epochs=0, a one-line user error (the job
-    # returns None); trials 1 and 2 train. The sweep goes on and ranks the two that trained.
+    # returns None); trials 1 and 2 train. The sweep goes on and ranks the two that trained,
+    # then exits 1 saying that one job was refused.
     proc = cli([
         "-m", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=3", "trainer.max_epochs=choice(0,1)",
         *TINY, NO_PICTURES,
     ])  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 1, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
+    assert "sweep: 3 jobs: 2 completed, 1 refused (jobs 0)" in output
     assert "Failed experiment: Return value must be float-castable. Got 'None'." in output
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

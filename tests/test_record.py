@@ -280,3 +280,30 @@ def test_resume_and_compare_judge_callbacks_alike():
     ]
     assert changed_settings(base, config("callbacks.best_checkpoint.filename=x")) == {}
     assert changed_settings(base, config("+trainer.logger={_target_: x.Y}")) == {}
+
+
+@pytest.mark.slow
+def test_a_continuation_that_cannot_record_leaves_the_completed_run_as_it_was(
+    tmp_path, train_run, train_cli
+):
+    """Checkpoints fit on the disk and predictions.npy does not: the continued run fails in one
+    line, and the old record, its predictions and the best checkpoint it names are all still
+    there (Lightning would have removed that checkpoint when a better epoch came)."""
+    limit = 400_000
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = tmp_path / "run"
+    args = ["model=cnn", "data.num_test=60000", "~callbacks.artefacts", f"hydra.run.dir={run}"]
+    assert train_run([*args, "trainer.max_epochs=1"]).returncode == 0
+    before = record_of(run)
+    predictions = (run / "predictions.npy").read_bytes()
+    proc = train_cli([*args, "trainer.max_epochs=3", "ckpt_path=last"], preexec_fn=small_files)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 2 and "could not write" in output, output
+    assert record_of(run) == before
+    assert (run / "predictions.npy").read_bytes() == predictions
+    assert (run / before["best_checkpoint"]).is_file()
+    assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) >= 2  # a new best was kept too

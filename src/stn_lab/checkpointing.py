@@ -35,8 +35,30 @@ class CheckpointReadError(UserError, ValueError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's own writer (atomic already: in memory, then one move into place); what it
-    lacks is a one-line error when the write fails, instead of a traceback."""
+    """Lightning's own writer (atomic already: in memory, then one move into place). What it
+    lacks: a one-line error when the write fails, instead of a traceback; and :meth:`keep`, which
+    holds back the removal of checkpoints a record still names until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: set[Path] = set()
+        self._held: list[Path] = []
+
+    def keep(self, paths) -> None:
+        """Do not remove these files until :meth:`release` (a new best replacing them)."""
+        self._kept = {Path(p).resolve() for p in paths}
+
+    def release(self) -> None:
+        """Remove the kept files whose removal was held back."""
+        for path in self._held:
+            super().remove_checkpoint(path)
+        self._held, self._kept = [], set()
+
+    def remove_checkpoint(self, path) -> None:
+        if Path(path).resolve() in self._kept:
+            self._held.append(Path(path))
+        else:
+            super().remove_checkpoint(path)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         try:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from stn_lab.atomic import atomic_write
-from stn_lab.checkpointing import signal_name
+from stn_lab.checkpointing import AtomicCheckpointIO, signal_name
 from stn_lab.errors import UserError, first_line
 from stn_lab.lightning_private import rerun_cut_validation
 from stn_lab.loggers import publish_artifacts
@@ -135,6 +135,12 @@ class RunRecorder(L.Callback):
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer, pl_module) -> None:
         self.trained = True
+        # Continuing a completed run: its record names a best checkpoint, which stays until a
+        # new record replaces it (a failed continuation leaves the old record true).
+        named = (self.previous or {}).get("best_checkpoint") if self.keeps_previous else None
+        checkpoint_io = trainer.strategy.checkpoint_io
+        if named and isinstance(checkpoint_io, AtomicCheckpointIO):
+            checkpoint_io.keep([self.path / named])
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.config
@@ -167,6 +173,9 @@ class RunRecorder(L.Callback):
             self._write({PREDICTIONS: prediction_table(files["predictions"]),
                          METRICS: json.dumps(record, indent=2)})  # fmt: skip
             self._done()
+            checkpoint_io = trainer.strategy.checkpoint_io
+            if isinstance(checkpoint_io, AtomicCheckpointIO):
+                checkpoint_io.release()  # the old record's checkpoint, now replaced
             artefacts = [self.path / METRICS, *sorted(self.path.glob("*.png"))]
             publish_artifacts(trainer.loggers, self.path, artefacts)
         return record
