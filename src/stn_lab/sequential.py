@@ -1,0 +1,500 @@
+"""The statistics of a group-sequential seed sweep: when to stop adding seeds to a comparison.
+
+A sweep runs every arm and the baseline seed by seed. After each round (at ``first``,
+``first + step``, ... seeds, up to ``max_seeds``) :func:`decide` looks at each arm's per-seed
+differences from the baseline (paired by seed) and says, per comparison:
+
+- ``better`` / ``worse``: the paired t statistic crossed a two-sided Lan-DeMets boundary with
+  O'Brien-Fleming-type spending (:func:`obf_boundaries` on the z scale, carried to the t scale
+  by :func:`t_boundaries`);
+- ``equivalent``: both one-sided t tests of a sequential TOST within ``±delta`` crossed their
+  one-sided boundaries of the same family;
+- ``continue``: neither yet; ``not decided``: neither at the last look, with the seeds a fixed
+  design would need (:func:`seeds_needed`).
+
+The level is shared by the arms with Bonferroni (``alpha / k`` each). :func:`apply` runs the
+same rule on many simulated sweeps at once (the tests use it to measure the error rates).
+Pure numpy/scipy; ``docs/sequential.md`` gives the procedure, its guarantees and its limits.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from stn_lab.compare.stats import NO_SPREAD, POWER, t_power
+
+CONTINUE, BETTER, WORSE, EQUIVALENT, NOT_DECIDED = range(5)
+#: The decision names, indexed by the codes above (what :func:`apply` returns).
+DECISIONS = ("continue", "better", "worse", "equivalent", "not decided")
+
+#: The integration grid: Simpson's rule with nodes at most this far apart on the z scale, the
+#: null density cut at ``±Z_LIMIT`` (mass beyond it is below 1e-32).
+GRID_STEP = 0.02
+Z_LIMIT = 12.0
+#: :func:`seeds_needed` stops looking above this many seeds (and answers None).
+MAX_SEEDS_NEEDED = 100_000
+#: :func:`t_boundaries`: simulated null sweeps, their generator's seed, and the fewest expected
+#: crossings at which a look's bound is taken from them.
+CALIBRATION_SWEEPS = 1 << 18
+CALIBRATION_SEED = 25
+MIN_EVENTS = 20
+
+
+# ---------------------------------------------------------------- boundaries on the z scale
+def obf_spending(t: Any, alpha: float, sides: int = 2) -> np.ndarray:
+    """Cumulative alpha spent by information fraction ``t``: Lan-DeMets O'Brien-Fleming type.
+
+    One-sided level ``alpha``: ``2 - 2 Phi(z_{1-alpha/2} / sqrt(t))`` (gsDesign's ``sfLDOF``,
+    rpact's ``asOF``). Two-sided level ``alpha``: each tail spends the one-sided function at
+    ``alpha / 2``, so the total is ``2 (2 - 2 Phi(z_{1-alpha/4} / sqrt(t)))``.
+    """
+    tail = alpha / sides
+    t = np.asarray(t, dtype=float)
+    return sides * 2.0 * stats.norm.sf(stats.norm.isf(tail / 2.0) / np.sqrt(t))
+
+
+def _simpson(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of Simpson's rule on ``[lo, hi]``, at most :data:`GRID_STEP` apart."""
+    m = max(2, 2 * math.ceil((hi - lo) / (2 * GRID_STEP)))
+    z = np.linspace(lo, hi, m + 1)
+    w = np.full(m + 1, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    return z, w * (hi - lo) / (3.0 * m)
+
+
+def _region(c: float, sides: int) -> tuple[float, float]:
+    """Where the statistic continues: ``(-c, c)`` two-sided, ``(-inf, c)`` one-sided (cut)."""
+    hi = min(c, Z_LIMIT)
+    return (-hi if sides == 2 else -Z_LIMIT), hi
+
+
+@functools.lru_cache(maxsize=256)
+def _boundaries(fractions: tuple[float, ...], alpha: float, sides: int) -> tuple[float, ...]:
+    spent = obf_spending(np.array(fractions), alpha, sides)
+    increments = np.diff(spent, prepend=0.0)
+    # Look 1: Z_1 is N(0, 1), closed form.
+    bounds = [float(stats.norm.isf(increments[0] / sides))]
+    z, w = _simpson(*_region(bounds[0], sides))
+    mass = w * stats.norm.pdf(z)  # the sub-density of Z_1 on the continuation region, times w
+    for k in range(1, len(fractions)):
+        # Canonical joint distribution (Jennison & Turnbull ch. 19): given Z_{k-1} = z,
+        # Z_k is N(r z, s^2) with r = sqrt(t_{k-1} / t_k), s^2 = 1 - r^2.
+        r = math.sqrt(fractions[k - 1] / fractions[k])
+        s = math.sqrt(1.0 - r * r)
+        log_target = math.log(increments[k])
+
+        def excess(c: float, z=z, mass=mass, r=r, s=s, log_target=log_target) -> float:
+            logs = stats.norm.logsf((c - r * z) / s)
+            if sides == 2:
+                logs = np.logaddexp(logs, stats.norm.logsf((c + r * z) / s))
+            return float(special.logsumexp(logs, b=mass)) - log_target
+
+        c = optimize.brentq(excess, -Z_LIMIT, 40.0, xtol=1e-12)
+        bounds.append(float(c))
+        z_new, w_new = _simpson(*_region(c, sides))
+        kernel = stats.norm.pdf((z_new[:, None] - r * z[None, :]) / s) / s
+        z, mass = z_new, w_new * (kernel @ mass)
+    return tuple(bounds)
+
+
+def obf_boundaries(fractions: Sequence[float], alpha: float, sides: int = 2) -> np.ndarray:
+    """z boundaries at information ``fractions`` (increasing, the last normally 1) that spend
+    :func:`obf_spending` exactly: the probability under the null of first crossing at look k is
+    the spending increment at look k. Two-sided: reject when ``|Z_k| >= c_k``; one-sided: when
+    ``Z_k >= c_k``.
+
+    Computed by the recursive numerical integration of the canonical joint distribution of the
+    sequential z statistics (Armitage, McPherson & Rowe 1969; Jennison & Turnbull 2000, ch. 19),
+    Simpson's rule on a grid :data:`GRID_STEP` apart, each bound by root finding.
+    """
+    t = tuple(float(x) for x in fractions)
+    if not t or any(b <= a for a, b in zip(t, t[1:], strict=False)) or t[0] <= 0 or t[-1] > 1:
+        raise ValueError(f"information fractions must increase within (0, 1], got {t}")
+    if sides not in (1, 2) or not 0 < alpha < 1:
+        raise ValueError(f"need sides 1 or 2 and 0 < alpha < 1, got {sides}, {alpha}")
+    return np.array(_boundaries(t, float(alpha), sides))
+
+
+def _t_stat(num: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """``num / se``; with no spread (se 0), +-inf by the sign of ``num`` (0 when it is 0)."""
+    spread = se >= NO_SPREAD
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread, num / np.where(spread, se, 1.0), np.sign(num) * np.inf)
+
+
+def nominal_t(z: Any, n: Any) -> np.ndarray:
+    """The t_{n-1} quantile with the same upper tail probability as the z bound ``z``: the
+    classic "significance level" mapping of a z boundary onto a paired t test of n pairs."""
+    return stats.t.isf(stats.norm.sf(z), np.asarray(n, dtype=float) - 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _t_boundaries(looks: tuple[int, ...], level: float, sides: int) -> tuple[float, ...]:
+    n = np.array(looks, dtype=float)
+    fractions = n / n[-1]
+    nominal = nominal_t(obf_boundaries(fractions, level, sides), n)
+    increments = np.diff(obf_spending(fractions, level, sides), prepend=0.0)
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    s = np.zeros(CALIBRATION_SWEEPS)
+    q = np.zeros(CALIBRATION_SWEEPS)
+    # One-sided: each simulated sweep and its mirror image (-d, as likely under the null).
+    alive = np.ones(CALIBRATION_SWEEPS * (3 - sides), dtype=bool)
+    bounds, seeds = [], 0
+    for k, look in enumerate(looks):
+        while seeds < look:
+            x = rng.standard_normal(CALIBRATION_SWEEPS)
+            s, q, seeds = s + x, q + x * x, seeds + 1
+        sd = np.sqrt(np.maximum(q - s * s / look, 0.0) / (look - 1))
+        t = _t_stat(s / look, sd / math.sqrt(look))
+        v = np.abs(t) if sides == 2 else np.concatenate([t, -t])
+        events = increments[k] * v.size
+        if events < MIN_EVENTS:
+            b = float(nominal[k])
+        else:
+            top = -np.sort(-v[alive])[: int(round(events)) + 1]
+            b = float(top[-2:].mean()) if top.size > 1 else float(top[0])
+        bounds.append(b)
+        alive &= v < b
+    return tuple(bounds)
+
+
+def t_boundaries(looks: Sequence[int], level: float, sides: int = 2) -> np.ndarray:
+    """Bounds for the paired t statistic at looks of ``looks`` pairs that spend the same alpha
+    as :func:`obf_boundaries` at ``level`` (fractions ``n / n_last``).
+
+    Mapping each z bound to the t quantile of the same tail probability (:func:`nominal_t`)
+    keeps each look's own crossing probability, but sequential t statistics of a few seeds are
+    less dependent than sequential z statistics, and with 3-20 seeds that mapping spends about
+    10% more than ``level`` in all (0.055 at 0.05). So each bound is set, look by look, where
+    the sequential paired t statistics of :data:`CALIBRATION_SWEEPS` simulated sweeps (normal
+    noise, a fixed seed: the same bounds every call) first cross as often as the spending
+    increment says. Where an increment is under :data:`MIN_EVENTS` simulated crossings (the
+    first looks, a total under 1e-4) the nominal mapping stands.
+    """
+    return np.array(_t_boundaries(tuple(int(n) for n in looks), float(level), sides))
+
+
+# ---------------------------------------------------------------- the design
+@dataclass(frozen=True)
+class Design:
+    """One comparison's sequential test: looks, levels, and its boundaries on both scales.
+
+    ``alpha`` is the family level, shared by ``comparisons`` arms with Bonferroni. Looks are at
+    ``first, first + step, ...`` pairs up to ``max_seeds``; the information fraction of a look
+    is ``n / n_last`` (``n_last`` the last look), so the last look spends what is left.
+
+    The paired t statistic of a few seeds is not normal, so it is compared with
+    :func:`t_boundaries`, which spend the z boundaries' alpha on the t scale: ``better`` when
+    ``T >= b_k``, ``worse`` when ``T <= -b_k`` (two-sided, :attr:`level`). The sequential TOST
+    uses the one-sided bounds at :attr:`level` for each of its two tests.
+    """
+
+    alpha: float = 0.05
+    delta: float | None = None
+    first: int = 3
+    step: int = 1
+    max_seeds: int = 20
+    comparisons: int = 1
+    power: float = POWER
+    looks: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.first < 2 or self.step < 1 or self.max_seeds < self.first:
+            raise ValueError(
+                f"need 2 <= first <= max_seeds and step >= 1, got first={self.first}, "
+                f"step={self.step}, max_seeds={self.max_seeds}"
+            )
+        if self.comparisons < 1 or not 0 < self.alpha < 1:
+            raise ValueError(f"need comparisons >= 1 and 0 < alpha < 1, got {self.alpha}")
+        if self.delta is not None and not self.delta > 0:
+            raise ValueError(f"the equivalence margin must be positive, got {self.delta}")
+        object.__setattr__(self, "looks", tuple(range(self.first, self.max_seeds + 1, self.step)))
+
+    @property
+    def level(self) -> float:
+        """The level of each comparison: Bonferroni, ``alpha / comparisons``."""
+        return self.alpha / self.comparisons
+
+    @property
+    def fractions(self) -> np.ndarray:
+        return np.array(self.looks, dtype=float) / self.looks[-1]
+
+    @property
+    def z_bounds(self) -> np.ndarray:
+        """Two-sided boundaries of the better/worse test at :attr:`level`."""
+        return obf_boundaries(self.fractions, self.level, sides=2)
+
+    @property
+    def z_bounds_equivalence(self) -> np.ndarray:
+        """One-sided boundaries of each test of the TOST at :attr:`level`."""
+        return obf_boundaries(self.fractions, self.level, sides=1)
+
+    @property
+    def t_bounds(self) -> np.ndarray:
+        """|T| bounds of the better/worse test (:func:`t_boundaries`, two-sided)."""
+        return t_boundaries(self.looks, self.level, sides=2)
+
+    @property
+    def t_bounds_equivalence(self) -> np.ndarray:
+        """Bounds of each one-sided t test of the TOST (:func:`t_boundaries`, one-sided)."""
+        return t_boundaries(self.looks, self.level, sides=1)
+
+    def describe(self) -> dict[str, Any]:
+        """The procedure and its parameters, JSON-serialisable (for ``decision.json``)."""
+        z, ze = self.z_bounds, self.z_bounds_equivalence
+        return {
+            "procedure": "group-sequential paired t test with sequential TOST",
+            "pairing": "per-seed differences arm - baseline over the seeds both ran; look n "
+            "uses the n smallest such seeds",
+            "spending": "Lan-DeMets O'Brien-Fleming type, 2 - 2 Phi(z_{1-a/2} / sqrt(t)) per "
+            "tail at one-sided level a",
+            "boundaries": "recursive numerical integration of the canonical joint distribution "
+            f"(Jennison & Turnbull ch. 19), Simpson grid step {GRID_STEP}",
+            "difference_test": "two-sided, symmetric, level alpha / comparisons (alpha / 2 per "
+            "direction)",
+            "equivalence_test": "two one-sided tests, each at one-sided level alpha / "
+            "comparisons, both crossing at the same look"
+            if self.delta is not None
+            else None,
+            "t_boundaries": "set look by look where the paired t statistics of "
+            f"{CALIBRATION_SWEEPS} simulated null sweeps (normal noise, seed "
+            f"{CALIBRATION_SEED}) spend the same increments; the t_{{n-1}} quantile of the z "
+            f"bound's tail probability where an increment is under {MIN_EVENTS} crossings",
+            "multiplicity": "Bonferroni over comparisons",
+            "information_fraction": "n / n_last",
+            "seeds_needed": f"fixed-n paired t (difference) and TOST (equivalence) at level "
+            f"alpha / comparisons with power {self.power}, from the last look's mean and SD",
+            "alpha": self.alpha,
+            "delta": self.delta,
+            "comparisons": self.comparisons,
+            "level_per_comparison": self.level,
+            "first": self.first,
+            "step": self.step,
+            "max_seeds": self.max_seeds,
+            "power": self.power,
+            "looks": [
+                {
+                    "n": n,
+                    "fraction": float(t),
+                    "z_bound": float(z[k]),
+                    "nominal_p_two_sided": float(2.0 * stats.norm.sf(z[k])),
+                    "t_bound": float(self.t_bounds[k]),
+                    "t_bound_nominal": float(nominal_t(z[k], n)),
+                    "z_bound_equivalence": float(ze[k]),
+                    "t_bound_equivalence": float(self.t_bounds_equivalence[k]),
+                }
+                for k, (n, t) in enumerate(zip(self.looks, self.fractions, strict=True))
+            ],
+        }
+
+
+# ---------------------------------------------------------------- the rule, on many paths
+def look_statistics(diffs: np.ndarray, looks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Mean, SD (ddof 1), standard error and paired t of the first n differences, for each
+    look n that ``diffs`` (``[..., seeds]``) reaches: arrays ``[..., looks reached]``."""
+    d = np.asarray(diffs, dtype=float)
+    ns = np.array([n for n in looks if n <= d.shape[-1]], dtype=int)
+    mean = np.stack([d[..., :n].mean(-1) for n in ns], -1) if ns.size else d[..., :0]
+    sd = np.stack([d[..., :n].std(-1, ddof=1) for n in ns], -1) if ns.size else d[..., :0]
+    se = sd / np.sqrt(ns)
+    return {"n": ns, "mean": mean, "sd": sd, "se": se, "t": _t_stat(mean, se)}
+
+
+def apply(diffs: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Run the procedure on per-seed differences ``[..., seeds]`` (positive: arm better), each
+    row one sweep. Returns the decision codes (:data:`DECISIONS`) and the pairs used: the n of
+    the deciding look, else the pairs available. ``continue`` when the last look is not reached.
+    """
+    st = look_statistics(diffs, design.looks)
+    reached = st["n"].size
+    decision = np.zeros(st["mean"].shape[:-1], dtype=int)
+    used = np.full(decision.shape, np.asarray(diffs).shape[-1])
+    tb, te = design.t_bounds, design.t_bounds_equivalence
+    for k in range(reached):
+        t = st["t"][..., k]
+        now = np.where(t >= tb[k], BETTER, np.where(t <= -tb[k], WORSE, CONTINUE))
+        if design.delta is not None:
+            lower = _t_stat(st["mean"][..., k] + design.delta, st["se"][..., k])
+            upper = _t_stat(st["mean"][..., k] - design.delta, st["se"][..., k])
+            equivalent = (lower >= te[k]) & (upper <= -te[k])
+            now = np.where((now == CONTINUE) & equivalent, EQUIVALENT, now)
+        fresh = (decision == CONTINUE) & (now != CONTINUE)
+        decision = np.where(fresh, now, decision)
+        used = np.where(fresh, st["n"][k], used)
+    if reached == len(design.looks):
+        undecided = decision == CONTINUE
+        decision = np.where(undecided, NOT_DECIDED, decision)
+        used = np.where(undecided, design.looks[-1], used)
+    return decision, used
+
+
+# ---------------------------------------------------------------- seeds needed
+def _tost_power(mean: float, sd: float, delta: float, n: int, alpha: float) -> float:
+    """Power of a fixed-n paired TOST (each one-sided test at ``alpha``) when the true mean
+    difference is ``mean``: ``P(T_lower > c) + P(T_upper < -c) - 1``, noncentral t, floored at
+    0 (the usual approximation; exact only when the two events cover every outcome)."""
+    c = stats.t.isf(alpha, n - 1)
+    lower = stats.nct.sf(c, n - 1, (mean + delta) * math.sqrt(n) / sd)
+    upper = stats.nct.cdf(-c, n - 1, (mean - delta) * math.sqrt(n) / sd)
+    return max(0.0, float(lower + upper - 1.0))
+
+
+def _smallest_n(ok: Any) -> int | None:
+    """The smallest n >= 2 with ``ok(n)`` (assumed monotone), or None up to the cap."""
+    hi = 2
+    while not ok(hi):
+        if hi >= MAX_SEEDS_NEEDED:
+            return None
+        hi = min(2 * hi, MAX_SEEDS_NEEDED)
+    lo = hi // 2 if hi > 2 else 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def seeds_needed(
+    mean: float, sd: float, alpha: float, delta: float | None, power: float = POWER
+) -> dict[str, int | None]:
+    """Seeds a fixed-n design would need, taking the observed ``mean`` and ``sd`` of the
+    differences as true: ``difference``, for a two-sided paired t test at ``alpha`` to detect
+    ``mean`` with ``power`` (:func:`stn_lab.compare.stats.t_power`, as compare's
+    ``power_analysis``); ``equivalence``, for a TOST within ``±delta`` at ``alpha`` to show
+    equivalence with ``power``. None where it cannot (no difference, ``|mean| >= delta``, no
+    spread) or needs more than :data:`MAX_SEEDS_NEEDED`."""
+    out: dict[str, int | None] = {"difference": None, "equivalence": None}
+    if not sd >= NO_SPREAD:
+        return out
+    effect = abs(mean) / sd
+    if effect > 0:
+        out["difference"] = _smallest_n(lambda n: t_power(effect, n, n - 1, alpha) >= power)
+    if delta is not None and abs(mean) < delta:
+        out["equivalence"] = _smallest_n(lambda n: _tost_power(mean, sd, delta, n, alpha) >= power)
+    return out
+
+
+# ---------------------------------------------------------------- the sweeper's entry point
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One arm against the baseline: the looks taken (up to the deciding one) and the verdict.
+
+    ``looks`` are dicts (n, mean difference, SD, t, its bounds and the decision at that look);
+    ``next_look`` is the n of the next look when the decision is ``continue``."""
+
+    arm: str
+    baseline: str
+    decision: str
+    seeds_used: int
+    looks: list[dict[str, Any]]
+    next_look: int | None
+    seeds_needed: dict[str, int | None] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SweepDecision:
+    """:func:`decide`'s answer: the design and one :class:`Comparison` per arm."""
+
+    design: Design
+    larger_is_better: bool
+    comparisons: dict[str, Comparison]
+
+    @property
+    def done(self) -> bool:
+        """Every comparison decided (or out of seeds): the sweep can stop."""
+        return all(c.decision != DECISIONS[CONTINUE] for c in self.comparisons.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-serialisable (non-finite numbers as null): ``decision.json``."""
+        return {
+            "design": self.design.describe(),
+            "larger_is_better": self.larger_is_better,
+            "done": self.done,
+            "comparisons": {arm: c.to_dict() for arm, c in self.comparisons.items()},
+        }
+
+
+def compare_arm(
+    arm: Mapping[int, float],
+    baseline: Mapping[int, float],
+    design: Design,
+    larger_is_better: bool = True,
+    names: tuple[str, str] = ("arm", "baseline"),
+) -> Comparison:
+    """:func:`apply` on one arm's scores (seed -> score) against the baseline's."""
+    seeds = sorted(set(arm) & set(baseline))
+    sign = 1.0 if larger_is_better else -1.0
+    d = sign * np.array([arm[s] - baseline[s] for s in seeds], dtype=float)
+    code, used = (int(x[0]) for x in apply(d[None, :], design))
+    st = look_statistics(d, design.looks)
+    tb, te = design.t_bounds, design.t_bounds_equivalence
+    looks = []
+    for k, n in enumerate(st["n"]):
+        last = n >= used or k == len(design.looks) - 1
+        looks.append(
+            {
+                "n": int(n),
+                "mean_difference": sign * float(st["mean"][k]),
+                "sd": float(st["sd"][k]),
+                "t": _finite(sign * float(st["t"][k])),
+                "t_bound": float(tb[k]),
+                "t_bound_equivalence": float(te[k]) if design.delta is not None else None,
+                "decision": DECISIONS[code] if last and code != CONTINUE else "continue",
+            }
+        )
+        if last:
+            break
+    pending = [n for n in design.looks if n > d.size] if code == CONTINUE else []
+    needed = None
+    if code == NOT_DECIDED:
+        mean, sd = float(st["mean"][-1]), float(st["sd"][-1])
+        needed = seeds_needed(mean, sd, design.level, design.delta, design.power)
+    next_look = pending[0] if pending else None
+    return Comparison(*names, DECISIONS[code], used, looks, next_look, needed)
+
+
+def decide(
+    scores: Mapping[str, Mapping[int, float]],
+    baseline: str,
+    delta: float | None,
+    alpha: float = 0.05,
+    first: int = 3,
+    step: int = 1,
+    max_seeds: int = 20,
+    larger_is_better: bool = True,
+    comparisons: int | None = None,
+    power: float = POWER,
+) -> SweepDecision:
+    """Decide every arm of ``scores`` (arm -> {seed: score}) against ``baseline``.
+
+    ``delta`` is the equivalence margin in score units (None: no equivalence test). The level
+    ``alpha`` is split over ``comparisons`` arms (default: every arm but the baseline) by
+    Bonferroni. ``larger_is_better`` says which way ``better`` points. Call it after each round
+    with all scores so far; a comparison keeps the decision of its first deciding look.
+    """
+    if baseline not in scores:
+        raise KeyError(f"baseline {baseline!r} has no scores")
+    arms = [a for a in scores if a != baseline]
+    design = Design(alpha, delta, first, step, max_seeds, comparisons or max(1, len(arms)), power)
+    return SweepDecision(
+        design,
+        larger_is_better,
+        {
+            a: compare_arm(scores[a], scores[baseline], design, larger_is_better, (a, baseline))
+            for a in arms
+        },
+    )
