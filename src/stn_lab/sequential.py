@@ -38,8 +38,7 @@ DECISIONS = ("continue", "better", "worse", "equivalent", "not decided")
 #: null density cut at ``±Z_LIMIT`` (mass beyond it is below 1e-32).
 GRID_STEP = 0.02
 Z_LIMIT = 12.0
-#: :func:`seeds_needed` stops looking above this many seeds (and answers None).
-MAX_SEEDS_NEEDED = 100_000
+MAX_SEEDS_NEEDED = 100_000  #: :func:`seeds_needed` answers None above this
 #: :func:`t_boundaries`: simulated null sweeps, their generator's seed, and the fewest expected
 #: crossings at which a look's bound is taken from them.
 CALIBRATION_SWEEPS = 1 << 18
@@ -458,13 +457,12 @@ def compare_arm(
         )
         if last:
             break
-    pending = [n for n in design.looks if n > d.size] if code == CONTINUE else []
+    pending = [n for n in design.looks if n > d.size] if code == CONTINUE else [None]
     needed = None
     if code == NOT_DECIDED:
         mean, sd = float(st["mean"][-1]), float(st["sd"][-1])
         needed = seeds_needed(mean, sd, design.level, design.delta, design.power)
-    next_look = pending[0] if pending else None
-    return Comparison(*names, DECISIONS[code], used, looks, next_look, needed)
+    return Comparison(*names, DECISIONS[code], used, looks, pending[0], needed)
 
 
 def decide(
