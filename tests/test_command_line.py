@@ -22,6 +22,7 @@ def one_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -138,6 +139,21 @@ def test_a_resume_may_leave_out_a_setting_that_equals_lightnings_default(tmp_pat
     assert record["epochs"] == 2 and record["resumes"][0]["changed"] == {
         "trainer.max_epochs": [1, 2]
     }
+
+
+def test_refusals_before_hydra_composes_the_command_line():
+    """The same checks in-process (the slow test above runs them through the real command)."""
+    from stn_lab.command_line import command_refusal
+
+    assert command_refusal(["model=stn", "seed=1"]) is None
+    assert command_refusal(["-m", "model=cnn,stn", "experiment=stn_vs_cnn"]) is None
+    assert command_refusal(["-m", "model=cnn,stnn"]) == (
+        "model=stnn is not an option of model: choose one of cnn, fcn, st_fcn, stn"
+    )
+    assert command_refusal(["+experiment=stn_vs_cnn"]).startswith(
+        "+experiment=stn_vs_cnn is a sweep: run it with -m"
+    )
+    assert command_refusal(["optimizer.lr=0.1", "hydra/launcher=basic"]) is None
 
 
 def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path):

@@ -21,6 +21,9 @@ from test_compare_helpers import (
     write_run,
 )
 
+# Each test runs compare (and the module fixture two tiny sweeps) as a subprocess.
+pytestmark = pytest.mark.slow
+
 #: What keeps a training run tiny and quiet: 128 synthetic training images (2 steps an epoch),
 #: 64 test images, no pictures. No limit_*_batches: that would make it a debug run.
 TINY = [

@@ -190,7 +190,7 @@ def bad_batch_size_case(tmp_path: Path, make_idx_dataset) -> tuple[list[str], st
     [
         pytest.param(garbled_gzip_case, marks=pytest.mark.slow),
         pytest.param(cifar_sized_case, marks=pytest.mark.slow),
-        bad_batch_size_case,
+        pytest.param(bad_batch_size_case, marks=pytest.mark.slow),
     ],
 )
 def test_cli_bad_data_input_ends_with_one_error_line_and_exit_2(

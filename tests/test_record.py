@@ -47,6 +47,7 @@ def refused(result) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_the_record_names_the_monitor_and_tests_its_best_epoch(tmp_path, train_run):
     run = tmp_path / "run"
     result = train_run([*CNN, "callbacks.best_checkpoint.monitor=val/loss",

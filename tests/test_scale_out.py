@@ -84,6 +84,7 @@ def test_dockerfile_installs_with_the_makefile_commands():
     assert all(name in copied for name in ("pyproject.toml", "src", "conf", "Makefile"))
 
 
+@pytest.mark.slow
 def test_a_missing_launcher_or_sweeper_plugin_is_one_line_naming_its_extra(tmp_path):
     # The Optuna plugin hidden from this process, as in an install without the extra.
     hide = (

@@ -163,6 +163,7 @@ def test_short_training_writes_checkpoints_log_lines_and_metrics(tmp_path, caplo
     assert record["class_names"][0] == "class_0"
 
 
+@pytest.mark.slow
 def test_cli_fast_dev_run_writes_metrics(tmp_path, train_run):
     proc = train_run(["data=synthetic", "trainer.fast_dev_run=true"])
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -173,6 +174,7 @@ def test_cli_fast_dev_run_writes_metrics(tmp_path, train_run):
     assert (metrics.parent / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_cli_missing_data_is_one_clear_line(tmp_path, train_run):
     proc = train_run(["data=mnist", "data.download=false", f"paths.data_dir={tmp_path}"])
     assert proc.returncode == 2
