@@ -1,7 +1,8 @@
-"""What a finished (or failed) run leaves behind for ``compare``: ``metrics.json``.
+"""The record's contract: the fields of ``metrics.json`` (:func:`metrics_record`) and which
+settings can change a run's result (:func:`relevant_settings`, :func:`changed_settings`).
 
-The file is written atomically (temporary file, then rename), so a crash mid-write never leaves
-a half file that ``compare`` could read as valid.
+``train`` (through :class:`stn_lab.record.RunRecorder`, its one writer) and ``compare`` both read
+these rules, so a resume refuses exactly the changes that ``compare`` would group apart.
 """
 
 from __future__ import annotations
