@@ -14,13 +14,13 @@ install:
 
 # The fast set (under 2 minutes on 2 cores), the slow end-to-end set, or both; PYTEST_ARGS adds
 # pytest flags (PYTEST_ARGS="--durations=15" lists the slowest tests). docs/testing.md.
-# The fast set runs on two pytest-xdist workers of one thread each: tiny models gain nothing
-# from torch's threads, and two single-threaded workers keep both cores busy (docs/testing.md).
+# Both sets run on two pytest-xdist workers of one thread each: tiny models gain nothing from
+# torch's threads, and two single-threaded workers keep both cores busy (docs/testing.md).
 test:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -n 2 $(PYTEST_ARGS)
 
 test-slow:
-	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m slow -q -n 2 $(PYTEST_ARGS)
 
 test-all:
 	$(PY) -m pytest -q $(PYTEST_ARGS)

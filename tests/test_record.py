@@ -170,7 +170,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
     tmp_path, train_cli, train_run
 ):
     run = tmp_path / "run"
-    first = train_cli(["model=cnn", "data.num_train=20000", "trainer.max_epochs=1",
+    first = train_cli(["model=cnn", "data.num_train=20000", "trainer.max_epochs=100",
                        f"hydra.run.dir={run}"])  # fmt: skip
     deadline = time.monotonic() + 120
     while not (run / "summary.txt").exists() and time.monotonic() < deadline:
@@ -179,10 +179,12 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
     line = refused(train_run(["model=stn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]))
     assert "in use by another run" in line
     assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")} == hydra_files
+    assert first.poll() is None, "the first run must still be running for this test to mean it"
+    first.send_signal(signal.SIGTERM)  # the first run ends as it would, under its own name
     output = first.communicate(timeout=300)[0]
-    assert first.returncode == 0, output
+    assert first.returncode == 143, output
     record = record_of(run)
-    assert record["status"] == "completed" and record["choices"]["model"] == "cnn"
+    assert record["status"] == "interrupted" and record["choices"]["model"] == "cnn"
     assert re.search(r"model: cnn", (run / ".hydra" / "hydra.yaml").read_text())
 
 
