@@ -310,3 +310,16 @@ def test_a_continuation_that_cannot_record_leaves_the_completed_run_as_it_was(
     assert (run / "predictions.npy").read_bytes() == predictions
     assert (run / before["best_checkpoint"]).is_file()
     assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) >= 2  # a new best was kept too
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
+    from stn_lab.errors import UserError, user_error_message
+    from stn_lab.run_folder import RunFolder
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(UserError) as caught:
+        RunFolder(blocked / "run").lock()
+    assert user_error_message(caught.value).startswith(
+        f"cannot use {blocked / 'run'} as a run folder: "
+    )

@@ -17,6 +17,7 @@ the same settings. A record of a completed run is never replaced by a failure, a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -233,4 +234,5 @@ class RunRecorder(L.Callback):
         self._release()
 
     def _release(self) -> None:
-        (self.path / RESERVE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # no reserve, or no folder to hold one
+            (self.path / RESERVE).unlink()

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from stn_lab.errors import UserError
+from stn_lab.errors import UserError, first_line
 
 RECORDED = "trained"  # the name earlier versions gave it, so their run folders keep working
 RUNNING = "running"
@@ -45,8 +45,11 @@ class RunFolder:
         """Take the folder's lock; :class:`FolderBusy` when another job holds it."""
         if not is_first_process():
             return  # DDP's other processes work inside the launching process's lock
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise UserError(f"cannot use {self.path} as a run folder: {first_line(err)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
