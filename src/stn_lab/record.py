@@ -86,6 +86,12 @@ def _moved(value, old: str, new: str):
     return value
 
 
+def _atomic_io(trainer: L.Trainer) -> AtomicCheckpointIO | None:
+    """The trainer's checkpoint writer when it is stn_lab's (it can hold back removals)."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    return checkpoint_io if isinstance(checkpoint_io, AtomicCheckpointIO) else None
+
+
 class RunRecorder(L.Callback):
     """Writes the record of the run in ``folder``.
 
@@ -139,8 +145,7 @@ class RunRecorder(L.Callback):
         # Continuing a completed run: its record names a best checkpoint, which stays until a
         # new record replaces it (a failed continuation leaves the old record true).
         named = (self.previous or {}).get("best_checkpoint") if self.keeps_previous else None
-        checkpoint_io = trainer.strategy.checkpoint_io
-        if named and isinstance(checkpoint_io, AtomicCheckpointIO):
+        if named and (checkpoint_io := _atomic_io(trainer)) is not None:
             checkpoint_io.keep([self.path / named])
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
@@ -174,8 +179,7 @@ class RunRecorder(L.Callback):
             self._write({PREDICTIONS: prediction_table(files["predictions"]),
                          METRICS: json.dumps(record, indent=2)})  # fmt: skip
             self._done()
-            checkpoint_io = trainer.strategy.checkpoint_io
-            if isinstance(checkpoint_io, AtomicCheckpointIO):
+            if (checkpoint_io := _atomic_io(trainer)) is not None:
                 checkpoint_io.release()  # the old record's checkpoint, now replaced
             artefacts = [self.path / METRICS, *sorted(self.path.glob("*.png"))]
             publish_artifacts(trainer.loggers, self.path, artefacts)

@@ -128,6 +128,16 @@ def changed_settings(old: dict, new: dict) -> dict[str, tuple]:
     }
 
 
+def identity_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """The changes that make ``new`` another run than ``old``: its result-relevant settings
+    (:func:`changed_settings`) and its seed, which never sets runs apart in a comparison but is
+    part of which run this is."""
+    changed = changed_settings(old, new)
+    if old.get("seed") != new.get("seed"):
+        changed["seed"] = (old.get("seed"), new.get("seed"))
+    return changed
+
+
 def not_resumable(changed: dict[str, tuple]) -> dict[str, tuple]:
     """The changes of :func:`changed_settings` that a resume may not make."""
     return {key: change for key, change in changed.items() if key not in RESUMABLE}

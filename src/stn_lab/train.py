@@ -40,7 +40,7 @@ from stn_lab.loggers import log_config, restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.record import RunRecorder, trained_config
 from stn_lab.run_folder import RunFolder
-from stn_lab.run_record import RESUMABLE, changed_settings, debug_flags, not_resumable
+from stn_lab.run_record import RESUMABLE, debug_flags, identity_changes, not_resumable
 from stn_lab.settings import settle
 from stn_lab.sweep_summary import FAILED_JOBS, note_outcome
 
@@ -80,8 +80,8 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     would then say one thing and the model another). Returns the allowed changes."""
     if trained.get("config") is None:
         return {}
-    changed = changed_settings(trained["config"], config)
-    refused = not_resumable(changed) | seed_change(trained["config"], config)
+    changed = identity_changes(trained["config"], config)
+    refused = not_resumable(changed)
     if refused:
         raise UserError(
             f"cannot resume {path} with other settings ({describe(refused)}); only "
@@ -90,17 +90,19 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
     return changed
 
 
-def seed_change(old: dict, new: dict) -> dict[str, tuple]:
-    """``{"seed": (old, new)}`` when the seeds differ. The seed never sets a run apart in a
-    comparison, but it is part of which run this is."""
-    return (
-        {} if old.get("seed") == new.get("seed") else {"seed": (old.get("seed"), new.get("seed"))}
-    )
-
-
 def describe(changed: dict[str, tuple]) -> str:
     """The first few changed settings, as ``key: old -> new``."""
     return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+
+
+def compose(cfg: DictConfig, run_dir: Path) -> dict:
+    """Settle ``cfg`` for a run in ``run_dir`` (:func:`stn_lab.settings.settle`, which may
+    refuse or adapt it) and return its resolved form, as the record keeps it. Repeating it on
+    the same ``cfg`` changes nothing."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    settle(cfg)
+    return resolved(cfg)
 
 
 def train(
@@ -112,10 +114,7 @@ def train(
 ) -> dict:
     """Run one training job in ``run_dir`` and return its ``metrics.json`` record: compose the
     settings, build, fit, test, record."""
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-    settle(cfg)
-    config = resolved(cfg)
+    config = compose(cfg, run_dir)
     recorder = recorder or RunRecorder(RunFolder(run_dir), cfg.seed, choices, overrides,
                                        cfg.model.get("stn") is not None)  # fmt: skip
     ckpt_path, trained = checkpoint_to_resume(cfg, run_dir)
@@ -242,8 +241,8 @@ def guard_completed(folder: RunFolder, record: dict | None, config: dict, resumi
     """
     if record is None or record.get("status") != "completed" or not record.get("config"):
         return False
-    changed = changed_settings(record["config"], config) | seed_change(record["config"], config)
-    if changed and resuming and not not_resumable(changed) and "seed" not in changed:
+    changed = identity_changes(record["config"], config)
+    if changed and resuming and not not_resumable(changed):
         return False  # train on for longer: the record is rewritten when that run completes
     if not changed:
         return True
@@ -303,10 +302,8 @@ def run_job(cfg: DictConfig, hydra_cfg, run_dir: Path) -> tuple[float | None, st
     recorder = RunRecorder(folder, cfg.seed, choices, overrides, has_stn)
     try:
         folder.lock()
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(run_dir)
-        settle(cfg)  # before the guard: what it adapts is part of the settings compared
-        if guard_completed(folder, recorder.previous, resolved(cfg), bool(cfg.get("ckpt_path"))):
+        config = compose(cfg, run_dir)  # what settle adapts is part of what the guard compares
+        if guard_completed(folder, recorder.previous, config, bool(cfg.get("ckpt_path"))):
             folder.restore()
             log.info("%s already completed (metrics.json): skipping", run_dir)
             return recorder.previous.get("best_val_acc"), "skipped"
