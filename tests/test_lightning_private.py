@@ -7,7 +7,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from stn_lab.lightning_private import VAL_PROGRESS, rerun_cut_validation, should_update_logs
+from stn_lab.lightning_private import (
+    VAL_PROGRESS,
+    epochs_trained,
+    rerun_cut_validation,
+    should_update_logs,
+)
 
 
 class Recorder(L.LightningModule):
@@ -68,3 +73,31 @@ def test_checkpoints_keep_the_validation_counters_where_rerun_cut_validation_edi
     assert progress["total"]["completed"] == 4  # the epoch's four validation batches
     rerun_cut_validation(checkpoint)
     assert progress["current"] == {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+
+
+class SaveAtSecondEpochEnd(L.Callback):
+    """Saves a checkpoint in the second epoch's end hooks, as a signal there would, and notes
+    what the trainer and the accessor say then."""
+
+    def __init__(self, path):
+        self.path, self.said = path, None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.said is None and trainer.fit_loop.epoch_progress.current.processed == 2:
+            self.said = (trainer.current_epoch, epochs_trained(trainer))
+            trainer.save_checkpoint(self.path)
+
+
+def test_epochs_trained_counts_an_epoch_whose_end_hooks_run_as_the_resume_does(tmp_path):
+    data = DataLoader(TensorDataset(torch.zeros(3, 2)), batch_size=1)
+    settings = dict(
+        default_root_dir=tmp_path, enable_checkpointing=False, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    saver = SaveAtSecondEpochEnd(tmp_path / "end.ckpt")
+    L.Trainer(max_epochs=2, callbacks=[saver], **settings).fit(Recorder(), data)
+    # current_epoch still says 1 here; the checkpoint resumes with two epochs done.
+    assert saver.said == (1, 2)
+    module = Recorder()
+    L.Trainer(max_epochs=4, **settings).fit(module, data, ckpt_path=tmp_path / "end.ckpt")
+    assert len(module.said) == 2 * 3  # epochs 3 and 4 trained, three steps each

@@ -17,6 +17,14 @@ def should_update_logs(trainer: L.Trainer) -> bool:
     return trainer._logger_connector.should_update_logs
 
 
+def epochs_trained(trainer: L.Trainer) -> int:
+    """How many epochs have run all their training steps: what a resume from a checkpoint saved
+    now counts as done. ``trainer.current_epoch`` lags it by one while the epoch-end hooks run
+    (Lightning counts an epoch completed only after them), so a signal in that window would
+    record one epoch fewer than the resume then trains on from."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
 #: Where a checkpoint keeps the validation loop's batch counters (Lightning's loop state).
 VAL_PROGRESS = ("loops", "fit_loop", "epoch_loop.val_loop.batch_progress")
 

@@ -30,7 +30,7 @@ import torch
 from stn_lab.atomic import atomic_write
 from stn_lab.checkpointing import AtomicCheckpointIO, signal_name
 from stn_lab.errors import UserError, first_line
-from stn_lab.lightning_private import rerun_cut_validation
+from stn_lab.lightning_private import epochs_trained, rerun_cut_validation
 from stn_lab.loggers import publish_artifacts
 from stn_lab.run_folder import RECORDED, RUNNING, RunFolder
 from stn_lab.run_record import metrics_record, record_choices
@@ -191,7 +191,7 @@ class RunRecorder(L.Callback):
                 "interrupted",
                 error=f"interrupted by {name}",
                 step=trainer.global_step,
-                epochs=trainer.current_epoch,
+                epochs=epochs_trained(trainer),
             )
             self._write({METRICS: json.dumps(record, indent=2)})
             self._done()
