@@ -35,6 +35,12 @@ def note_outcome(sweep_dir: str | Path, job_num: int, run_dir: Path, status: str
     atomic_write(Path(sweep_dir) / JOBS / f"{job_num}.json", json.dumps(outcome))
 
 
+def clear_outcomes(sweep_dir: str | Path) -> None:
+    """Forget the job outcomes an earlier sweep into ``sweep_dir`` left (a sweeper that picks
+    its folder after Hydra's start calls this itself)."""
+    shutil.rmtree(Path(sweep_dir) / JOBS, ignore_errors=True)
+
+
 class SweepSummary(Callback):
     """Prints a sweep's outcome and keeps its ``multirun.yaml`` when nothing of it ran."""
 
@@ -43,7 +49,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        shutil.rmtree(sweep_dir / JOBS, ignore_errors=True)
+        clear_outcomes(sweep_dir)
         multirun = sweep_dir / "multirun.yaml"
         self._kept_multirun = multirun.read_bytes() if multirun.is_file() else None
 
