@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from stn_lab.compare.decisions import find_decisions, summary_line
 from stn_lab.compare.groups import DEFAULT_ROPE, Analysis, build_table, pair_differences
 from stn_lab.compare.records import METRICS_FILE, load_runs
 from stn_lab.compare.report import write_report
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         default="results",
-        help="output folder for compare.md/.csv/.tex/.png and differences.csv (default: results)",
+        help="output folder for compare.md/.csv/.tex/.png and differences.csv, and "
+        "decisions.png for sequential sweeps (default: results)",
     )
     parser.add_argument(
         "--rope",
@@ -100,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"compare: warning: {d.a.label} vs {d.b.label}: {d.verdict_text}", file=sys.stderr
             )
     sets = sets_analysis(table)
+    decisions = find_decisions(found, dirs)
+    for problem in decisions.problems:
+        print(f"compare: warning: {problem}; left out", file=sys.stderr)
     text, written, skipped = write_report(
-        Path(args.out), table, diffs, found, dirs, args.include_debug, sets
+        Path(args.out), table, diffs, found, dirs, args.include_debug, sets, decisions
     )
     for line in skipped:
         print(f"compare: {line}", file=sys.stderr)
     print(text)
+    if decisions.sweeps:
+        print(summary_line(decisions))
     print(f"Wrote {', '.join(str(f) for f in written)}")
     if found.failed or found.interrupted:
         print(

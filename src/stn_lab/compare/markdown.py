@@ -180,9 +180,11 @@ def render_markdown(
     dirs: Sequence[str] = (),
     include_debug: bool = False,
     sets: SetsAnalysis | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
     """The whole ``compare.md`` document. With ``include_debug`` the debug runs are in
-    ``table`` (their groups marked ``[debug]``); else they are listed apart."""
+    ``table`` (their groups marked ``[debug]``); else they are listed apart. ``sections`` are
+    further lines placed before the Notes (the sequential decisions)."""
     n_runs = sum(g.n for g in table.groups)
     where = ", ".join(f"`{d}`" for d in dirs)
     debug_note = ""
@@ -292,6 +294,7 @@ def render_markdown(
             else []
         ),
         *(sets_section(sets, note) if sets is not None else []),
+        *sections,
         "## Notes",
         "",
         notes_list(table),

@@ -1,6 +1,7 @@
 """Writing a comparison into ``--out``: ``compare.md`` (:mod:`.markdown`), ``compare.csv`` and
 ``differences.csv`` (the CSV columns of :mod:`.columns`), ``compare.tex`` (:mod:`.tex`) and
-the pictures (:mod:`.plots`). Every file is written atomically: a reader never sees half a file.
+the pictures (:mod:`.plots`; ``decisions.png`` from :mod:`.decisions` when sequential sweeps
+were found). Every file is written atomically: a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from stn_lab.compare.columns import (
     group_columns,
     image_columns,
 )
+from stn_lab.compare.decisions import DECISIONS_PNG, Decisions, decisions_section, write_decisions
 from stn_lab.compare.groups import DEFAULT_ROPE, Difference, Table
 from stn_lab.compare.markdown import render_markdown
 from stn_lab.compare.plots import write_cd, write_comparison, write_disagreements, write_profile
@@ -50,10 +52,14 @@ def write_report(
     dirs: Sequence[str],
     include_debug: bool,
     sets: SetsAnalysis | None,
+    decisions: Decisions | None = None,
 ) -> tuple[str, list[Path], list[str]]:
     """Write every output into ``out``: ``(compare.md's text, the files written, one line for
-    each picture that could not be drawn)``."""
-    text = render_markdown(table, diffs, found, dirs, include_debug, sets)
+    each picture that could not be drawn)``. ``decisions`` (the sequential sweeps found) add
+    their section to compare.md and, when any could be read, ``decisions.png``."""
+    decisions = Decisions() if decisions is None else decisions
+    sections = decisions_section(decisions) if decisions else []
+    text = render_markdown(table, diffs, found, dirs, include_debug, sets, sections)
     atomic_write(out / "compare.md", text)
     write_csv(out / "compare.csv", table)
     write_differences_csv(out / "differences.csv", diffs)
@@ -69,6 +75,9 @@ def write_report(
             written.append(out / "cd.png")
         else:
             skipped.append(sets.refusal)
+    if decisions.sweeps:
+        write_decisions(out / DECISIONS_PNG, decisions.sweeps)
+        written.append(out / DECISIONS_PNG)
     names = next((list(g.class_names) for g in table.groups if g.class_names), [])
     why = write_disagreements(out / "disagreements.png", diffs, names)
     if why:
