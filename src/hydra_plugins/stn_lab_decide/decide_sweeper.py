@@ -79,8 +79,8 @@ class DecideSweeper(Sweeper):
         for override in parser.parse_overrides(given):
             key = override.get_key_element()
             if override.key_or_group == "seed":
-                log.info("decide: the sweeper chooses the seeds (0, 1, ...); %s=%s is ignored",
-                         key, override.get_value_element_as_str())  # fmt: skip
+                log.info("decide: the sweeper chooses the seeds (0, 1, ...); %s is ignored",
+                         override.input_line)  # fmt: skip
             elif not override.is_sweep_override():
                 fixed.append(f"{key}={override.get_value_element_as_str()}")
             elif override.is_discrete_sweep():
