@@ -40,9 +40,9 @@ def test_the_same_plan_finds_the_same_folder_and_another_plan_a_new_one(tmp_path
     assert folder.parent == tmp_path and folder.name.startswith("decide_model_")
     reordered = replace(PLAN, fixed=tuple(reversed(PLAN.fixed)))
     assert reordered.folder(tmp_path) == folder  # the overrides' order changes no run
-    for changed in (replace(PLAN, delta=2.0), replace(PLAN, max_seeds=7),
-                    replace(PLAN, baseline="fcn"), replace(PLAN, fixed=("data=mnist",))):  # fmt: skip
-        assert changed.folder(tmp_path) != folder
+    changes = [{"delta": 2.0}, {"max_seeds": 7}, {"baseline": "fcn"}, {"fixed": ("data=mnist",)}]
+    for change in changes:
+        assert replace(PLAN, **change).folder(tmp_path) != folder
 
 
 def test_a_job_gets_the_shared_overrides_its_arm_seed_and_folder():
