@@ -129,3 +129,7 @@ def test_the_status_says_why_the_sweep_stopped(tmp_path):
     assert seed_rounds.status(noisy, stopped=False) == "not decided"
     (line,) = seed_rounds.describe(two, noisy)
     assert line.startswith("model=stn vs cnn: not decided at 3 seeds (mean difference +3.33 pp")
+    level = two.decide({"stn": {0: 70.1, 1: 69.9, 2: 70.0}, "cnn": {0: 70.0, 1: 70.0, 2: 70.0}})
+    (line,) = seed_rounds.describe(two, level)
+    assert level.comparisons["stn"].decision == "equivalent"
+    assert "(mean difference +0.00 pp, inside ±1 pp by two one-sided t tests" in line

@@ -216,8 +216,12 @@ def describe(plan: Plan, decision: SweepDecision) -> list[str]:
             continue
         last = c.looks[-1]
         t = "inf" if last["t"] is None else f"{last['t']:+.2f}"
-        line = (f"{head} at {last['n']} seeds (mean difference {last['mean_difference']:+.2f} "
-                f"pp, t {t}, bound ±{last['t_bound']:.3g})")  # fmt: skip
+        line = f"{head} at {last['n']} seeds (mean difference {last['mean_difference']:+.2f} pp"
+        if c.decision == "equivalent":  # the TOST decided: its bound, not the difference test's
+            line += (f", inside ±{plan.delta:g} pp by two one-sided t tests, each bound "
+                     f"{last['t_bound_equivalence']:.3g})")  # fmt: skip
+        else:
+            line += f", t {t}, bound ±{last['t_bound']:.3g})"
         if c.seeds_needed:
             wanted = c.seeds_needed.get("difference")
             line += f"; a fixed design would need {wanted or 'more than 100,000'} seeds"
