@@ -42,9 +42,9 @@ def test_boundaries_match_rpact_at_unequal_looks():
     # futility bounds", kMax = 3 and 4): getDesignGroupSequential(alpha = 0.13, sided = 1,
     # typeOfDesign = "asOF", informationRates = ...). With non-binding futility the efficacy
     # bounds are the pure spending bounds: criticalValues and alphaSpent below.
-    k3 = sequential.obf_boundaries([0.4, 0.75, 1.0], 0.13, sides=1)
+    k3 = sequential.z_boundaries([0.4, 0.75, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(k3, [2.1280732, 1.4368565, 1.2468994], atol=1e-5)
-    k4 = sequential.obf_boundaries([0.4, 0.75, 0.85, 1.0], 0.13, sides=1)
+    k4 = sequential.z_boundaries([0.4, 0.75, 0.85, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(k4, [2.1280732, 1.4368565, 1.422873, 1.2970881], atol=1e-5)
     spent = sequential.obf_spending([0.4, 0.75, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(spent, [0.016665509, 0.080406163, 0.13], atol=1e-8)
@@ -55,23 +55,29 @@ def test_boundaries_match_published_tables_at_equal_looks():
     # (sfLDOF) and rpact (asOF) give and several packages' test suites quote: K = 3, one-sided
     # 0.025: 3.7103 2.5114 1.9930; K = 5, two-sided 0.05 (0.025 a side): 4.877 3.357 2.680
     # 2.290 2.031 (also RTSA's).
-    k3 = sequential.obf_boundaries([1 / 3, 2 / 3, 1.0], 0.025, sides=1)
+    k3 = sequential.z_boundaries([1 / 3, 2 / 3, 1.0], 0.025, sides=1)
     np.testing.assert_allclose(k3, [3.7103, 2.5114, 1.9930], atol=1e-3)
-    k5 = sequential.obf_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, sides=2)
+    k5 = sequential.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, sides=2)
     np.testing.assert_allclose(k5, [4.877, 3.357, 2.680, 2.290, 2.031], atol=1e-3)
 
 
 @pytest.mark.parametrize(
-    ("looks", "alpha", "sides"),
-    [(tuple(range(3, 21)), 0.05, 2), (tuple(range(3, 21)), 0.05, 1), ((3, 5, 8, 13, 20), 0.01, 2)],
+    ("looks", "alpha", "sides", "spending"),
+    [
+        (tuple(range(3, 21)), 0.05, 2, "obf"),
+        (tuple(range(3, 21)), 0.05, 1, "obf"),
+        ((3, 5, 8, 13, 20), 0.01, 2, "obf"),
+        (tuple(range(3, 21)), 0.05, 2, "pocock"),
+        ((3, 5, 8, 13, 20), 0.01, 1, "pocock"),
+    ],
 )
-def test_boundaries_spend_alpha_in_gsdesign_integrator(looks, alpha, sides):
+def test_boundaries_spend_alpha_in_gsdesign_integrator(looks, alpha, sides, spending):
     """gsDesign's grid and recursion (Python port, ``gsdesign`` on PyPI): the probability of
     crossing our bounds by each look, under the null, is the spending function there."""
     import gsdesign
 
     fractions = np.array(looks) / looks[-1]
-    bounds = sequential.obf_boundaries(fractions, alpha, sides)
+    bounds = sequential.z_boundaries(fractions, alpha, sides, spending)
     lower = -bounds if sides == 2 else np.full(bounds.size, -np.inf)
     grid = gsdesign.h1(80, 0.0, fractions[0], lower[0], bounds[0])
     still = [grid[2].sum()]
@@ -80,8 +86,18 @@ def test_boundaries_spend_alpha_in_gsdesign_integrator(looks, alpha, sides):
             80, 0.0, fractions[k], lower[k], bounds[k], 0.0, fractions[k - 1], grid
         )
         still.append(grid[2].sum())
-    spent = sequential.obf_spending(fractions, alpha, sides)
+    spent = sequential.SPENDING[spending](fractions, alpha, sides)
     np.testing.assert_allclose(1.0 - np.array(still), spent, atol=1e-7)
+
+
+def test_pocock_spending_is_the_lan_demets_pocock_function():
+    # alpha ln(1 + (e - 1) t): nothing at t = 0, all of alpha at t = 1, and at t = 1/2
+    # ln(1.859140914...) = 0.620115... of it (worked by hand from e).
+    spent = sequential.pocock_spending([0.0, 0.5, 1.0], 0.05)
+    np.testing.assert_allclose(spent, [0.0, 0.05 * 0.6201145, 0.05], atol=1e-8)
+    # Even spending makes the z bounds nearly flat (Pocock's constant bound), unlike OBF's.
+    z = sequential.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, 2, "pocock")
+    assert z.max() - z.min() < 0.3 and z[0] < 3.0
 
 
 # ---------------------------------------------------------------- operating characteristics
@@ -93,6 +109,21 @@ def test_no_difference_keeps_false_better_or_worse_at_alpha():
     print(f"\nno difference: false better/worse {false:.4f} (alpha {ALPHA}, 3 SE {tolerance:.4f})")
     assert false <= ALPHA + tolerance
     assert not np.isin(decision, [sequential.CONTINUE, sequential.EQUIVALENT]).any()
+
+
+def test_pocock_spending_keeps_false_better_or_worse_at_alpha_and_stops_earlier():
+    design = sequential.Design(alpha=ALPHA, spending="pocock")
+    decision, used = sequential.apply(sweeps(1, runs=NULL_RUNS), design)
+    false = np.isin(decision, [sequential.BETTER, sequential.WORSE]).mean()
+    print(f"\npocock, no difference: false better/worse {false:.4f}")
+    assert false <= ALPHA + 3 * mc_se(ALPHA, NULL_RUNS)
+    # A 2 SD difference: Pocock decides within fewer seeds on average than OBF.
+    shifted = sweeps(2, shift=2.0)
+    pocock, pocock_used = sequential.apply(shifted, design)
+    obf, obf_used = sequential.apply(shifted, sequential.Design(alpha=ALPHA))
+    print(f"2 SD: mean seeds pocock {pocock_used.mean():.2f}, obf {obf_used.mean():.2f}")
+    assert (pocock == sequential.BETTER).mean() >= 0.8
+    assert pocock_used.mean() < obf_used.mean()
 
 
 def test_peeking_with_a_fixed_t_test_does_not_keep_alpha():
@@ -240,10 +271,12 @@ def test_decision_json_round_trips_with_no_spread():
 
 
 def test_design_rejects_what_it_cannot_test():
-    for bad in ({"first": 1}, {"step": 0}, {"max_seeds": 2}, {"alpha": 1.5}, {"delta": 0.0}):
+    bads = ({"first": 1}, {"step": 0}, {"max_seeds": 2}, {"alpha": 1.5}, {"delta": 0.0},
+            {"spending": "linear"})  # fmt: skip
+    for bad in bads:
         with pytest.raises(ValueError):
             sequential.Design(**bad)
     with pytest.raises(ValueError):
-        sequential.obf_boundaries([0.5, 0.4], 0.05)
+        sequential.z_boundaries([0.5, 0.4], 0.05)
     with pytest.raises(KeyError):
         sequential.decide({"a": {0: 1.0}}, "b", None)

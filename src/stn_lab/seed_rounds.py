@@ -49,6 +49,7 @@ class Plan:
     first: int
     step: int
     max_seeds: int
+    spending: str = "obf"
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -92,6 +93,7 @@ class Plan:
             step=self.step,
             max_seeds=self.max_seeds,
             comparisons=len(self.arms),
+            spending=self.spending,
         )
 
 

@@ -5,8 +5,8 @@ A sweep runs every arm and the baseline seed by seed. After each round (at ``fir
 differences from the baseline (paired by seed) and says, per comparison:
 
 - ``better`` / ``worse``: the paired t statistic crossed a two-sided Lan-DeMets boundary with
-  O'Brien-Fleming-type spending (:func:`obf_boundaries` on the z scale, carried to the t scale
-  by :func:`t_boundaries`);
+  O'Brien-Fleming-type spending (:func:`z_boundaries` on the z scale, carried to the t scale
+  by :func:`t_boundaries`), or Pocock-type spending where the design asks for it;
 - ``equivalent``: both one-sided t tests of a sequential TOST within ``±delta`` crossed their
   one-sided boundaries of the same family;
 - ``continue``: neither yet; ``not decided``: neither at the last look, with the seeds a fixed
@@ -59,6 +59,25 @@ def obf_spending(t: Any, alpha: float, sides: int = 2) -> np.ndarray:
     return sides * 2.0 * stats.norm.sf(stats.norm.isf(tail / 2.0) / np.sqrt(t))
 
 
+def pocock_spending(t: Any, alpha: float, sides: int = 2) -> np.ndarray:
+    """Cumulative alpha spent by information fraction ``t``: Lan-DeMets Pocock type,
+    ``alpha ln(1 + (e - 1) t)`` (gsDesign's ``sfLDPocock``, rpact's ``asP``). Linear in alpha,
+    so the two-sided function (each tail at ``alpha / 2``) is the same formula; ``sides`` is
+    there to share :func:`obf_spending`'s signature."""
+    return alpha * np.log1p((math.e - 1.0) * np.asarray(t, dtype=float))
+
+
+#: The spending functions a design may name: O'Brien-Fleming type (strict early, little alpha
+#: left to spend late) and Pocock type (about even across looks: early stops come easier, the
+#: last look is stricter).
+SPENDING = {"obf": obf_spending, "pocock": pocock_spending}
+SPENDING_TEXT = {
+    "obf": "Lan-DeMets O'Brien-Fleming type, 2 - 2 Phi(z_{1-a/2} / sqrt(t)) per tail at "
+    "one-sided level a",
+    "pocock": "Lan-DeMets Pocock type, a ln(1 + (e - 1) t) per tail at one-sided level a",
+}
+
+
 def _simpson(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of Simpson's rule on ``[lo, hi]``, at most :data:`GRID_STEP` apart."""
     m = max(2, 2 * math.ceil((hi - lo) / (2 * GRID_STEP)))
@@ -76,8 +95,10 @@ def _region(c: float, sides: int) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=256)
-def _boundaries(fractions: tuple[float, ...], alpha: float, sides: int) -> tuple[float, ...]:
-    spent = obf_spending(np.array(fractions), alpha, sides)
+def _boundaries(
+    fractions: tuple[float, ...], alpha: float, sides: int, spending: str
+) -> tuple[float, ...]:
+    spent = SPENDING[spending](np.array(fractions), alpha, sides)
     increments = np.diff(spent, prepend=0.0)
     # Look 1: Z_1 is N(0, 1), closed form.
     bounds = [float(stats.norm.isf(increments[0] / sides))]
@@ -104,11 +125,13 @@ def _boundaries(fractions: tuple[float, ...], alpha: float, sides: int) -> tuple
     return tuple(bounds)
 
 
-def obf_boundaries(fractions: Sequence[float], alpha: float, sides: int = 2) -> np.ndarray:
-    """z boundaries at information ``fractions`` (increasing, the last normally 1) that spend
-    :func:`obf_spending` exactly: the probability under the null of first crossing at look k is
-    the spending increment at look k. Two-sided: reject when ``|Z_k| >= c_k``; one-sided: when
-    ``Z_k >= c_k``.
+def z_boundaries(
+    fractions: Sequence[float], alpha: float, sides: int = 2, spending: str = "obf"
+) -> np.ndarray:
+    """z boundaries at information ``fractions`` (increasing, the last normally 1) that spend the
+    ``spending`` function of :data:`SPENDING` exactly: the probability under the null of first
+    crossing at look k is the spending increment at look k. Two-sided: reject when ``|Z_k| >= c_k``;
+    one-sided: when ``Z_k >= c_k``.
 
     Computed by the recursive numerical integration of the canonical joint distribution of the
     sequential z statistics (Armitage, McPherson & Rowe 1969; Jennison & Turnbull 2000, ch. 19),
@@ -119,7 +142,9 @@ def obf_boundaries(fractions: Sequence[float], alpha: float, sides: int = 2) -> 
         raise ValueError(f"information fractions must increase within (0, 1], got {t}")
     if sides not in (1, 2) or not 0 < alpha < 1:
         raise ValueError(f"need sides 1 or 2 and 0 < alpha < 1, got {sides}, {alpha}")
-    return np.array(_boundaries(t, float(alpha), sides))
+    if spending not in SPENDING:
+        raise ValueError(f"spending must be one of {', '.join(SPENDING)}, got {spending!r}")
+    return np.array(_boundaries(t, float(alpha), sides, spending))
 
 
 def _t_stat(num: np.ndarray, se: np.ndarray) -> np.ndarray:
@@ -136,11 +161,13 @@ def nominal_t(z: Any, n: Any) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _t_boundaries(looks: tuple[int, ...], level: float, sides: int) -> tuple[float, ...]:
+def _t_boundaries(
+    looks: tuple[int, ...], level: float, sides: int, spending: str
+) -> tuple[float, ...]:
     n = np.array(looks, dtype=float)
     fractions = n / n[-1]
-    nominal = nominal_t(obf_boundaries(fractions, level, sides), n)
-    increments = np.diff(obf_spending(fractions, level, sides), prepend=0.0)
+    nominal = nominal_t(z_boundaries(fractions, level, sides, spending), n)
+    increments = np.diff(SPENDING[spending](fractions, level, sides), prepend=0.0)
     rng = np.random.default_rng(CALIBRATION_SEED)
     s = np.zeros(CALIBRATION_SWEEPS)
     q = np.zeros(CALIBRATION_SWEEPS)
@@ -165,9 +192,11 @@ def _t_boundaries(looks: tuple[int, ...], level: float, sides: int) -> tuple[flo
     return tuple(bounds)
 
 
-def t_boundaries(looks: Sequence[int], level: float, sides: int = 2) -> np.ndarray:
+def t_boundaries(
+    looks: Sequence[int], level: float, sides: int = 2, spending: str = "obf"
+) -> np.ndarray:
     """Bounds for the paired t statistic at looks of ``looks`` pairs that spend the same alpha
-    as :func:`obf_boundaries` at ``level`` (fractions ``n / n_last``).
+    as :func:`z_boundaries` at ``level`` (fractions ``n / n_last``).
 
     Mapping each z bound to the t quantile of the same tail probability (:func:`nominal_t`)
     keeps each look's own crossing probability, but sequential t statistics of a few seeds are
@@ -178,7 +207,8 @@ def t_boundaries(looks: Sequence[int], level: float, sides: int = 2) -> np.ndarr
     increment says. Where an increment is under :data:`MIN_EVENTS` simulated crossings (the
     first looks, a total under 1e-4) the nominal mapping stands.
     """
-    return np.array(_t_boundaries(tuple(int(n) for n in looks), float(level), sides))
+    looks = tuple(int(n) for n in looks)
+    return np.array(_t_boundaries(looks, float(level), sides, spending))
 
 
 # ---------------------------------------------------------------- the design
@@ -203,6 +233,7 @@ class Design:
     max_seeds: int = 20
     comparisons: int = 1
     power: float = POWER
+    spending: str = "obf"
     looks: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -213,6 +244,8 @@ class Design:
             )
         if self.comparisons < 1 or not 0 < self.alpha < 1:
             raise ValueError(f"need comparisons >= 1 and 0 < alpha < 1, got {self.alpha}")
+        if self.spending not in SPENDING:
+            raise ValueError(f"spending must be one of {', '.join(SPENDING)}, got {self.spending}")
         if self.delta is not None and not self.delta > 0:
             raise ValueError(f"the equivalence margin must be positive, got {self.delta}")
         object.__setattr__(self, "looks", tuple(range(self.first, self.max_seeds + 1, self.step)))
@@ -229,22 +262,22 @@ class Design:
     @property
     def z_bounds(self) -> np.ndarray:
         """Two-sided boundaries of the better/worse test at :attr:`level`."""
-        return obf_boundaries(self.fractions, self.level, sides=2)
+        return z_boundaries(self.fractions, self.level, 2, self.spending)
 
     @property
     def z_bounds_equivalence(self) -> np.ndarray:
         """One-sided boundaries of each test of the TOST at :attr:`level`."""
-        return obf_boundaries(self.fractions, self.level, sides=1)
+        return z_boundaries(self.fractions, self.level, 1, self.spending)
 
     @property
     def t_bounds(self) -> np.ndarray:
         """|T| bounds of the better/worse test (:func:`t_boundaries`, two-sided)."""
-        return t_boundaries(self.looks, self.level, sides=2)
+        return t_boundaries(self.looks, self.level, 2, self.spending)
 
     @property
     def t_bounds_equivalence(self) -> np.ndarray:
         """Bounds of each one-sided t test of the TOST (:func:`t_boundaries`, one-sided)."""
-        return t_boundaries(self.looks, self.level, sides=1)
+        return t_boundaries(self.looks, self.level, 1, self.spending)
 
     def describe(self) -> dict[str, Any]:
         """The procedure and its parameters, JSON-serialisable (for ``decision.json``)."""
@@ -253,8 +286,7 @@ class Design:
             "procedure": "group-sequential paired t test with sequential TOST",
             "pairing": "per-seed differences arm - baseline over the seeds both ran; look n "
             "uses the n smallest such seeds",
-            "spending": "Lan-DeMets O'Brien-Fleming type, 2 - 2 Phi(z_{1-a/2} / sqrt(t)) per "
-            "tail at one-sided level a",
+            "spending": SPENDING_TEXT[self.spending],
             "boundaries": "recursive numerical integration of the canonical joint distribution "
             f"(Jennison & Turnbull ch. 19), Simpson grid step {GRID_STEP}",
             "difference_test": "two-sided, symmetric, level alpha / comparisons (alpha / 2 per "
@@ -279,6 +311,7 @@ class Design:
             "step": self.step,
             "max_seeds": self.max_seeds,
             "power": self.power,
+            "spending_function": self.spending,
             "looks": [
                 {
                     "n": n,
@@ -476,18 +509,21 @@ def decide(
     larger_is_better: bool = True,
     comparisons: int | None = None,
     power: float = POWER,
+    spending: str = "obf",
 ) -> SweepDecision:
     """Decide every arm of ``scores`` (arm -> {seed: score}) against ``baseline``.
 
     ``delta`` is the equivalence margin in score units (None: no equivalence test). The level
     ``alpha`` is split over ``comparisons`` arms (default: every arm but the baseline) by
-    Bonferroni. ``larger_is_better`` says which way ``better`` points. Call it after each round
+    Bonferroni. ``larger_is_better`` says which way ``better`` points; ``spending`` names the
+    spending function (:data:`SPENDING`). Call it after each round
     with all scores so far; a comparison keeps the decision of its first deciding look.
     """
     if baseline not in scores:
         raise KeyError(f"baseline {baseline!r} has no scores")
     arms = [a for a in scores if a != baseline]
-    design = Design(alpha, delta, first, step, max_seeds, comparisons or max(1, len(arms)), power)
+    k = comparisons or max(1, len(arms))
+    design = Design(alpha, delta, first, step, max_seeds, k, power, spending)
     return SweepDecision(
         design,
         larger_is_better,

@@ -32,7 +32,8 @@ class DecideSweeper(Sweeper):
     ``arms`` names the swept setting whose values are the arms (None: the one setting swept
     besides ``seed``); ``baseline`` is the arm the others are compared with (None: the last
     value listed). ``delta`` (accuracy points; None: no equivalence test), ``alpha``,
-    ``first``, ``step`` and ``max_seeds`` are the sequential design's. ``params`` are sweep
+    ``first``, ``step``, ``max_seeds`` and ``spending`` (``obf`` or ``pocock``) are the
+    sequential design's. ``params`` are sweep
     overrides from config files, as the basic sweeper's.
     """
 
@@ -45,10 +46,11 @@ class DecideSweeper(Sweeper):
         first: int = 3,
         step: int = 1,
         max_seeds: int = 20,
+        spending: str = "obf",
         params: dict[str, str] | None = None,
     ) -> None:
-        self.settings = dict(arms=arms, baseline=baseline, delta=delta, alpha=alpha,
-                             first=first, step=step, max_seeds=max_seeds)  # fmt: skip
+        self.settings = dict(arms=arms, baseline=baseline, delta=delta, alpha=alpha, first=first,
+                             step=step, max_seeds=max_seeds, spending=spending)  # fmt: skip
         self.params = dict(params or {})
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -108,8 +110,8 @@ class DecideSweeper(Sweeper):
                    f"{','.join(values)}")  # fmt: skip
         try:
             plan = Plan(setting, values, baseline, tuple(fixed), s["delta"], s["alpha"],
-                        s["first"], s["step"], s["max_seeds"])  # fmt: skip
-            plan.decide({})  # the design's checks (first, step, max_seeds, alpha, delta)
+                        s["first"], s["step"], s["max_seeds"], s["spending"])  # fmt: skip
+            plan.decide({})  # the design's checks (first, step, max_seeds, alpha, delta, ...)
             check_names(plan)
         except ValueError as err:
             refuse(f"hydra.sweeper: {err}")

@@ -6,12 +6,11 @@ Usage::
 
 ``compare`` never imports model or training code: it reads the ``metrics.json`` and
 ``predictions.npy`` files that every training run writes into its Hydra output folder (and looks
-whether ``.hydra/`` exists, to spot runs that started but never finished), and the
-``decision.json`` of a sequential sweep (``hydra/sweeper=decide``) above its runs. It needs numpy, scipy
-and matplotlib (drawn off-screen with the Agg canvas). Only ``disagreements.png`` needs the
-test images: :func:`.plots.load_test_images` rebuilds them from the run's data config, importing
-the DataModule (torch, Lightning) when called, and the picture is skipped with one line when it
-cannot.
+whether ``.hydra/`` exists, to spot runs that started but never finished), and the ``decision.json``
+of a sequential sweep (``hydra/sweeper=decide``) above its runs. It needs numpy, scipy and
+matplotlib (drawn off-screen with the Agg canvas). Only ``disagreements.png`` needs the test images:
+:func:`.plots.load_test_images` rebuilds them from the run's data config, importing the DataModule
+(torch, Lightning) when called, and the picture is skipped with one line when it cannot.
 
 The layers, each a few pure functions usable from a notebook:
 
