@@ -10,6 +10,7 @@ pixels. No training, no subprocess.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,17 @@ def test_section_shows_each_decision_with_the_numbers_of_its_last_look(sweep) ->
     assert "first 3, step 1, max_seeds 6; 4 looks" in procedure
     assert f"|t| bound {bounds[3]:.2f} at n=3 down to {bounds[6]:.2f} at n=6" in procedure
     assert "score: test accuracy (percentage points)" in procedure
+    assert "O'Brien–Fleming-type spending" in procedure
+
+
+def test_the_procedure_names_pocock_spending_when_the_sweep_used_it(tmp_path) -> None:
+    pocock = replace(PLAN, spending="pocock")
+    write_sweep(tmp_path / "p", pocock, scores_of({"stn": D_STN, "fcn": D_FCN}))
+    sweep = decisions.read_decision(tmp_path / "p" / decisions.DECISION_FILE)
+    procedure = decisions.procedure_text(sweep)
+    assert "Pocock-type spending" in procedure and "O'Brien" not in procedure
+    bounds = sequential.Design(delta=1.0, max_seeds=6, comparisons=2, spending="pocock").t_bounds
+    assert f"|t| bound {bounds[0]:.2f} at n=3" in procedure
 
 
 def test_picture_draws_each_look_against_every_planned_bound(sweep, tmp_path: Path) -> None:

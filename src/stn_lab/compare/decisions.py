@@ -218,12 +218,18 @@ def _columns() -> list[Column[tuple[Sweep, dict[str, Any]]]]:
     ]  # fmt: skip
 
 
+#: How the section names the spending functions of :data:`stn_lab.sequential.SPENDING`.
+SPENDING_NAMES = {"obf": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
+
+
 def procedure_text(sweep: Sweep) -> str:
     """One sweep's design in one bullet: its level, margin, looks and bounds, and its run."""
     d, r = sweep.design, sweep.record
     looks = d["looks"]
     k = d["comparisons"]
+    spending = SPENDING_NAMES.get(d.get("spending_function", "obf"), d.get("spending_function"))
     parts = [
+        f"{spending} spending",
         f"α = {d['alpha']:g} shared by {k} comparison{'s' if k != 1 else ''} (Bonferroni: "
         f"{d['level_per_comparison']:.4g} each)",
         f"δ = ±{d['delta']:g} (sequential TOST)" if d.get("delta") is not None
@@ -245,7 +251,7 @@ def procedure_text(sweep: Sweep) -> str:
     if isinstance(rounds, list):
         wall = r.get("wall_seconds")
         took = f" in {wall:.0f} s" if isinstance(wall, NUMBER) else ""
-        run.append(f"{len(rounds)} rounds{took}")
+        run.append(f"{len(rounds)} round{'s' if len(rounds) != 1 else ''}{took}")
     if r.get("command"):
         run.append(f"`{' '.join(str(x) for x in r['command'])}`")
     if run:
@@ -261,8 +267,8 @@ def decisions_section(decisions: Decisions) -> list[str]:
         "## Sequential decisions",
         "",
         "Sweeps run by `hydra/sweeper=decide`, each with its `decision.json`: every arm against "
-        "the baseline, seed by seed, by a group-sequential paired t test (Lan–DeMets "
-        "O'Brien–Fleming-type spending, bounds on the t scale) and, when δ is set, a "
+        "the baseline, seed by seed, by a group-sequential paired t test (Lan–DeMets alpha "
+        "spending, O'Brien–Fleming or Pocock type, bounds on the t scale) and, when δ is set, a "
         "sequential TOST within ±δ (docs/sequential.md). A comparison stops at its first "
         "deciding look: **better** or **worse** when the paired t reaches the look's bound, "
         "**equivalent** when both one-sided tests within ±δ do, **not decided** when the last "
