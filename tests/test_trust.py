@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import resource
 import signal
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -154,6 +156,84 @@ def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_p
     assert done["resumes"] == [
         {"step": interrupted["step"], "changed": {"trainer.max_epochs": [200, budget]}}
     ]
+
+
+class CtrlCAt(L.Callback):
+    """Presses Ctrl-C (a real SIGINT to this process) once, in the second epoch, at ``hook``
+    (``on_train_batch_end`` at that epoch's ``batch``)."""
+
+    def __init__(self, hook: str, batch: int | None = None):
+        self.hook, self.batch, self.pressed = hook, batch, False
+
+    def _press(self, hook, trainer, batch_idx=None):
+        if (hook, batch_idx) == (self.hook, self.batch) and trainer.current_epoch == 1:
+            if not (self.pressed or trainer.sanity_checking):
+                self.pressed = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._press("on_train_epoch_start", trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._press("on_train_batch_end", trainer, batch_idx)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._press("on_validation_start", trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._press("on_train_epoch_end", trainer)
+
+
+@pytest.mark.parametrize(
+    "hook, batch",
+    [
+        ("on_train_batch_end", 3),  # the epoch's last step, before its validation
+        ("on_train_batch_end", 0),  # mid-epoch
+        ("on_validation_start", None),
+        ("on_train_epoch_end", None),
+        ("on_train_epoch_start", None),
+    ],
+)
+def test_ctrl_c_anywhere_in_an_epoch_resumes_with_every_epoch_once(
+    tmp_path, tiny_run, monkeypatch, caplog, hook, batch
+):
+    """Wherever Ctrl-C lands, the interrupted run and its resume together train and validate
+    every epoch exactly once, and the record counts the epochs the resume then skips."""
+    import stn_lab.train as train_module
+    from stn_lab.train import Interrupted, train
+
+    caplog.set_level("INFO", logger="stn_lab")
+    build_trainer = train_module.build_trainer
+    ctrl_c = CtrlCAt(hook, batch)
+
+    def with_ctrl_c(cfg, run_dir=None, extra_callbacks=(), **kw):
+        return build_trainer(cfg, run_dir, [*extra_callbacks, ctrl_c], **kw)
+
+    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
+    run = [*tiny_run, "model=cnn", "checkpoint_every_n_steps=0", "trainer.max_epochs=50"]
+    with pytest.raises(Interrupted, match="interrupted by SIGINT"):
+        train(compose_config(run), tmp_path, {}, run)
+    assert ctrl_c.pressed and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    interrupted = record(tmp_path)
+    assert interrupted["status"] == "interrupted"
+    budget = interrupted["epochs"] + 2
+    before = epoch_lines(caplog.messages, 50)
+    assert [e for e, _ in before] == list(range(1, interrupted["epochs"] + 1))
+
+    caplog.clear()
+    monkeypatch.setattr(train_module, "build_trainer", build_trainer)
+    resume = [*run[:-1], f"trainer.max_epochs={budget}", "ckpt_path=last"]
+    done = train(compose_config(resume), tmp_path, {}, resume)
+    after = epoch_lines(caplog.messages, budget)
+    assert [e for e, _ in after] == list(range(interrupted["epochs"] + 1, budget + 1))
+    assert all(acc != "n/a" for _, acc in before + after)  # every epoch validated
+    assert done["epochs"] == budget and done["step"] == budget * 4  # 256 images, batch 64
+
+
+def epoch_lines(messages: list[str], budget: int) -> list[tuple[int, str]]:
+    """(epoch, val acc) of each epoch's log line."""
+    pattern = rf"epoch (\d+)/{budget} \|.*val acc (\S+?)%? \|"
+    return [(int(m[1]), m[2]) for m in map(re.compile(pattern).search, messages) if m]
 
 
 @pytest.mark.slow

@@ -5,12 +5,15 @@ clean stop on SIGTERM (how SLURM pre-empts) or Ctrl-C.
   full disk, no permission) is a :class:`CheckpointWriteError` (one line for the user).
 - :class:`LastCheckpoint` refreshes ``last.ckpt`` every N optimiser steps, after every epoch,
   after the last step, and when the run is interrupted by a signal.
+- :class:`CtrlC` makes Ctrl-C during ``fit`` stop where SIGTERM does, at a step's end.
 - :func:`check_readable` turns a truncated or foreign file into one line naming it.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -128,7 +131,43 @@ class LastCheckpoint(L.Callback):
         self._save(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        signal = signal_name(exception)
-        if signal is not None and trainer.state.fn == TrainerFn.FITTING:  # mid-fit: keep it
+        mid_fit = trainer.state.fn == TrainerFn.FITTING  # while testing, last.ckpt is already final
+        if signal_name(exception) is not None and mid_fit:
             self._save(trainer)
-            log.warning("%s: saved %s at step %d", signal, self.path, trainer.global_step)
+            log.warning("interrupted: saved %s at step %d", self.path, trainer.global_step)
+
+
+class CtrlC:
+    """While ``trainer.fit`` runs, a first Ctrl-C stops training where SIGTERM does: Lightning
+    checks after each training step, between validation batches and after each epoch, and
+    ``last.ckpt`` saved there resumes as if the run had never stopped. Python's own Ctrl-C raises
+    wherever the signal lands; between an epoch's last step and its validation, Lightning then
+    resumes past that epoch, never validating it or ending it (no epoch line, no epoch-end
+    hooks). A second Ctrl-C stops at once. ``pressed`` says whether this was the way out."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            self._previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _press(self, signum, frame) -> None:
+        stop = signal.getsignal(signal.SIGTERM)  # Lightning's while it fits: note, stop at a check
+        if self.pressed or not callable(stop):  # pressed again, or before Lightning set it
+            raise KeyboardInterrupt
+        self.pressed = True
+        log.warning("Ctrl-C: stopping after this step (Ctrl-C again stops at once)")
+        notes = logging.getLogger(type(stop).__module__)  # its "Received SIGTERM" would mislead
+        notes.disabled, was = True, notes.disabled
+        try:
+            stop(signal.SIGTERM, frame)
+        finally:
+            notes.disabled = was

@@ -2,7 +2,8 @@
 
 The line for an epoch is written once its metrics exist. Lightning calls a callback's
 ``on_train_epoch_end`` before the LightningModule's (where the train metrics are computed), so
-the line is written at the start of the next epoch, or at the end of training for the last one.
+the line is written at the start of the next epoch, or at the end of training for the last one
+(or when a signal stops training).
 
 The timings travel in the checkpoint (``state_dict``): a run resumed after a kill keeps the
 epochs before it, and the interrupted epoch counts the time before the kill (up to the last
@@ -65,6 +66,9 @@ class EpochSummary(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._flush(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._flush(trainer)  # a signal after an epoch's end: its line is still due
 
     def _flush(self, trainer) -> None:
         if self._pending is None:

@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, open_dict
 
 from stn_lab.build import build, build_trainer, resolved, trainer_settings
-from stn_lab.checkpointing import LAST, check_readable
+from stn_lab.checkpointing import LAST, CtrlC, check_readable
 from stn_lab.command_line import command_refusal
 from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
@@ -137,18 +137,21 @@ def train(
             restore_history(trainer.loggers, trained["step"])
     log_config(trainer.loggers, config, resuming=ckpt_path is not None)
 
+    ctrl_c = CtrlC()
     try:
-        fit(trainer, module, datamodule, ckpt_path)
+        with ctrl_c:
+            fit(trainer, module, datamodule, ckpt_path)
         # Read before testing: loading the best checkpoint restores the callbacks' state too.
         best = tested_model(trainer, module, datamodule)
         summary = next((c for c in trainer.callbacks if isinstance(c, EpochSummary)), None)
         seconds = [round(s, 3) for s in summary.seconds_per_epoch] if summary else []
         trainer.test(module, datamodule=datamodule, ckpt_path=best["path"], verbose=False)
     except SystemExit as err:  # Lightning's way out on SIGTERM and Ctrl-C
-        if recorder.interrupted_by is None:
+        name = "SIGINT" if ctrl_c.pressed else recorder.interrupted_by  # Ctrl-C stops as SIGTERM
+        if name is None:
             raise
-        recorder.interrupted(trainer, recorder.interrupted_by)
-        raise Interrupted(recorder.interrupted_by) from err
+        recorder.interrupted(trainer, name)
+        raise Interrupted(name) from err
 
     results = module.test_results
     diverged = is_diverged(results["loss"], datamodule.num_classes, cfg.faults)
