@@ -3,6 +3,7 @@
 ``geometry/`` is pure maths and imports nothing else of stn_lab; ``ops/`` builds only on
 ``geometry/``; ``data/`` never imports ``models/``; ``models/`` are plain ``nn.Module``s that never
 import the training loop (``stn_lab.module``) or Lightning. Imports inside functions count too.
+Every source file has a docstring and at most 500 lines.
 """
 
 from __future__ import annotations
@@ -88,3 +89,11 @@ def test_data_never_imports_models():
 
 def test_models_never_import_the_training_loop_or_lightning():
     assert offences("models", ["stn_lab.module", *LIGHTNING]) == []
+
+
+def test_every_source_file_says_what_it_is_for_and_stays_under_500_lines():
+    texts = {str(f.relative_to(SRC)): f.read_text() for f in sorted(SRC.rglob("*.py"))}
+    assert len(texts) > 50, "the source tree moved"
+    lines = {name: len(text.splitlines()) for name, text in texts.items()}
+    assert {name: n for name, n in lines.items() if n > 500} == {}
+    assert [name for name, text in texts.items() if not ast.get_docstring(ast.parse(text))] == []

@@ -16,12 +16,12 @@ import pytest
 from scipy import stats
 from statsmodels.stats.power import TTestPower
 
-from stn_lab import sequential
+from stn_lab import boundaries, sequential
 from stn_lab.compare.stats import t_power
 
 RUNS = 20_000
 #: The false better/worse rate is measured over more sweeps: at 20,000 the nominal t mapping
-#: (which spends 0.055 at alpha 0.05, see :func:`sequential.t_boundaries`) would pass as well.
+#: (which spends 0.055 at alpha 0.05, see :func:`boundaries.t_boundaries`) would pass as well.
 NULL_RUNS = 100_000
 ALPHA = 0.05
 
@@ -42,11 +42,11 @@ def test_boundaries_match_rpact_at_unequal_looks():
     # futility bounds", kMax = 3 and 4): getDesignGroupSequential(alpha = 0.13, sided = 1,
     # typeOfDesign = "asOF", informationRates = ...). With non-binding futility the efficacy
     # bounds are the pure spending bounds: criticalValues and alphaSpent below.
-    k3 = sequential.z_boundaries([0.4, 0.75, 1.0], 0.13, sides=1)
+    k3 = boundaries.z_boundaries([0.4, 0.75, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(k3, [2.1280732, 1.4368565, 1.2468994], atol=1e-5)
-    k4 = sequential.z_boundaries([0.4, 0.75, 0.85, 1.0], 0.13, sides=1)
+    k4 = boundaries.z_boundaries([0.4, 0.75, 0.85, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(k4, [2.1280732, 1.4368565, 1.422873, 1.2970881], atol=1e-5)
-    spent = sequential.obf_spending([0.4, 0.75, 1.0], 0.13, sides=1)
+    spent = boundaries.obf_spending([0.4, 0.75, 1.0], 0.13, sides=1)
     np.testing.assert_allclose(spent, [0.016665509, 0.080406163, 0.13], atol=1e-8)
 
 
@@ -55,9 +55,9 @@ def test_boundaries_match_published_tables_at_equal_looks():
     # (sfLDOF) and rpact (asOF) give and several packages' test suites quote: K = 3, one-sided
     # 0.025: 3.7103 2.5114 1.9930; K = 5, two-sided 0.05 (0.025 a side): 4.877 3.357 2.680
     # 2.290 2.031 (also RTSA's).
-    k3 = sequential.z_boundaries([1 / 3, 2 / 3, 1.0], 0.025, sides=1)
+    k3 = boundaries.z_boundaries([1 / 3, 2 / 3, 1.0], 0.025, sides=1)
     np.testing.assert_allclose(k3, [3.7103, 2.5114, 1.9930], atol=1e-3)
-    k5 = sequential.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, sides=2)
+    k5 = boundaries.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, sides=2)
     np.testing.assert_allclose(k5, [4.877, 3.357, 2.680, 2.290, 2.031], atol=1e-3)
 
 
@@ -77,7 +77,7 @@ def test_boundaries_spend_alpha_in_gsdesign_integrator(looks, alpha, sides, spen
     import gsdesign
 
     fractions = np.array(looks) / looks[-1]
-    bounds = sequential.z_boundaries(fractions, alpha, sides, spending)
+    bounds = boundaries.z_boundaries(fractions, alpha, sides, spending)
     lower = -bounds if sides == 2 else np.full(bounds.size, -np.inf)
     grid = gsdesign.h1(80, 0.0, fractions[0], lower[0], bounds[0])
     still = [grid[2].sum()]
@@ -86,17 +86,17 @@ def test_boundaries_spend_alpha_in_gsdesign_integrator(looks, alpha, sides, spen
             80, 0.0, fractions[k], lower[k], bounds[k], 0.0, fractions[k - 1], grid
         )
         still.append(grid[2].sum())
-    spent = sequential.SPENDING[spending](fractions, alpha, sides)
+    spent = boundaries.SPENDING[spending](fractions, alpha, sides)
     np.testing.assert_allclose(1.0 - np.array(still), spent, atol=1e-7)
 
 
 def test_pocock_spending_is_the_lan_demets_pocock_function():
     # alpha ln(1 + (e - 1) t): nothing at t = 0, all of alpha at t = 1, and at t = 1/2
     # ln(1.859140914...) = 0.620115... of it (worked by hand from e).
-    spent = sequential.pocock_spending([0.0, 0.5, 1.0], 0.05)
+    spent = boundaries.pocock_spending([0.0, 0.5, 1.0], 0.05)
     np.testing.assert_allclose(spent, [0.0, 0.05 * 0.6201145, 0.05], atol=1e-8)
     # Even spending makes the z bounds nearly flat (Pocock's constant bound), unlike OBF's.
-    z = sequential.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, 2, "pocock")
+    z = boundaries.z_boundaries([0.2, 0.4, 0.6, 0.8, 1.0], 0.05, 2, "pocock")
     assert z.max() - z.min() < 0.3 and z[0] < 3.0
 
 
@@ -179,7 +179,7 @@ def test_t_boundaries_spend_more_than_the_nominal_mapping_would_allow():
     """The nominal t quantiles spend about 10% too much with 3-20 seeds (sequential paired t
     statistics are less dependent than z statistics); the bounds used are wider late on."""
     design = sequential.Design(alpha=ALPHA)
-    nominal = sequential.nominal_t(design.z_bounds, np.array(design.looks))
+    nominal = boundaries.nominal_t(design.z_bounds, np.array(design.looks))
     assert np.all(design.t_bounds[-8:] > nominal[-8:])
     np.testing.assert_allclose(design.t_bounds[:4], nominal[:4])  # too rare to simulate
 
@@ -277,6 +277,6 @@ def test_design_rejects_what_it_cannot_test():
         with pytest.raises(ValueError):
             sequential.Design(**bad)
     with pytest.raises(ValueError):
-        sequential.z_boundaries([0.5, 0.4], 0.05)
+        boundaries.z_boundaries([0.5, 0.4], 0.05)
     with pytest.raises(KeyError):
         sequential.decide({"a": {0: 1.0}}, "b", None)

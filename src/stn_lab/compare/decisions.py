@@ -218,7 +218,7 @@ def _columns() -> list[Column[tuple[Sweep, dict[str, Any]]]]:
     ]  # fmt: skip
 
 
-#: How the section names the spending functions of :data:`stn_lab.sequential.SPENDING`.
+#: How the section names the spending functions of :data:`stn_lab.boundaries.SPENDING`.
 SPENDING_NAMES = {"obf": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
 
 
