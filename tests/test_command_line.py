@@ -156,14 +156,29 @@ def test_refusals_before_hydra_composes_the_command_line():
     assert command_refusal(["optimizer.lr=0.1", "hydra/launcher=basic"]) is None
 
 
-def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "env, expected",
+    [  # (STN_LAB_DATA, XDG_CACHE_HOME); None: unset. An empty variable counts as unset (XDG).
+        ((None, "xdg"), "xdg/stn_lab"),
+        ((None, None), "home/.cache/stn_lab"),
+        ((None, ""), "home/.cache/stn_lab"),
+        (("", ""), "home/.cache/stn_lab"),
+        (("mine", "xdg"), "mine"),
+    ],
+)
+def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path, env, expected):
     from stn_lab.config_path import compose_config
     from stn_lab.data.sources import default_data_dir
 
-    monkeypatch.delenv("STN_LAB_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_data_dir() == tmp_path / "stn_lab"
-    assert Path(compose_config([]).paths.data_dir) == tmp_path / "stn_lab"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name, value in zip(["STN_LAB_DATA", "XDG_CACHE_HOME"], env, strict=True):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, str(tmp_path / value) if value else "")
+    assert default_data_dir() == tmp_path / expected
+    cfg = compose_config(["data=mnist"])
+    assert Path(cfg.paths.data_dir) == Path(cfg.data.data_dir) == tmp_path / expected
 
 
 @pytest.mark.parametrize(

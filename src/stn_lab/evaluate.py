@@ -50,7 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stn_lab.atomic import atomic_csv
 from stn_lab.build import build_datamodule
-from stn_lab.config_path import CONFIG_DIR
+from stn_lab.config_path import CONFIG_DIR, register_resolvers
 from stn_lab.cpu_runtime import tune_cpu_runtime
 from stn_lab.data.datamodules import ImageDataModule
 from stn_lab.errors import ConfigError, first_line, user_error_message, whole_number
@@ -287,6 +287,7 @@ def evaluate(cfg: DictConfig, distortion_name: str | None = None) -> Path:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Run the CLI; a problem the user can fix ends with one ``error:`` line and exit code 2."""
+    register_resolvers()  # the run's own config names the data folder through them
     tune_cpu_runtime()
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
