@@ -207,3 +207,29 @@ def test_stn_train_offers_hydra_tab_completion(tmp_path):
                             cwd=tmp_path, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "hydra_bash_completion" in result.stdout and "stn-train" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, gpus, refused",
+    [
+        (["trainer.devices=auto"], 4, True),  # accelerator auto: Lightning takes all 4 GPUs
+        (["trainer=gpu", "trainer.devices=auto"], 2, True),
+        (["trainer=gpu", "trainer.devices=auto"], 1, False),
+        (["trainer=cpu", "trainer.devices=auto"], 4, False),  # one CPU process
+        (["trainer=ddp", "trainer.devices=auto"], 4, False),  # ddp shards every split
+    ],
+)
+def test_devices_auto_counts_the_gpus_lightning_would_take(monkeypatch, args, gpus, refused):
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from stn_lab.config_path import compose_config
+    from stn_lab.errors import ConfigError
+    from stn_lab.settings import check_processes
+
+    monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: gpus))
+    trainer = compose_config(args).trainer
+    if refused:
+        with pytest.raises(ConfigError, match="trainer.devices=auto starts several processes"):
+            check_processes(trainer)
+    else:
+        check_processes(trainer)

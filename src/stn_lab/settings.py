@@ -10,6 +10,7 @@ import logging
 import re
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
 from omegaconf import DictConfig, open_dict
 
 from stn_lab.errors import ConfigError, UserError
@@ -63,11 +64,19 @@ def process_count(trainer: DictConfig) -> int | None:
         return None
     if isinstance(devices, str):
         devices = [d for d in devices.split(",") if d.strip()] if "," in devices else devices
-        devices = 1 if devices == "auto" else devices
+        devices = auto_devices(trainer.get("accelerator", "auto")) if devices == "auto" else devices
     if isinstance(devices, str):
         devices = int(devices) if devices.isdigit() else 1
     count = len(devices) if not isinstance(devices, int) else devices
     return count * int(trainer.get("num_nodes") or 1)
+
+
+def auto_devices(accelerator) -> int:
+    """The devices ``devices=auto`` takes, as Lightning counts them: every CUDA GPU where the
+    accelerator is or may be one, else one."""
+    if str(accelerator) in ("gpu", "cuda", "auto"):
+        return max(CUDAAccelerator.auto_device_count(), 1)
+    return 1
 
 
 def check_processes(trainer: DictConfig) -> None:
