@@ -323,3 +323,25 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path):
     assert user_error_message(caught.value).startswith(
         f"cannot use {blocked / 'run'} as a run folder: "
     )
+
+
+def test_a_logger_that_cannot_store_the_artefacts_leaves_a_completed_record(
+    tmp_path, tiny_run, monkeypatch, caplog
+):
+    """The record is written before the loggers copy it: their failure (a read-only MLflow
+    store) is one error line, and the run stays completed."""
+    from stn_lab import record
+    from stn_lab.config_path import compose_config
+    from stn_lab.train import train
+
+    def read_only_store(loggers, run_dir, files):
+        assert (run_dir / "metrics.json").exists()  # handed over after it is written
+        raise PermissionError("[Errno 13] Permission denied: 'mlruns/artifacts'")
+
+    monkeypatch.setattr(record, "publish_artifacts", read_only_store)
+    run = [*tiny_run, "model=cnn", "trainer.max_epochs=1"]
+    done = train(compose_config(run), tmp_path, {}, run)
+    assert done["status"] == record_of(tmp_path)["status"] == "completed"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("the loggers could not store the record and pictures")
+    assert line.endswith("Permission denied: 'mlruns/artifacts'")

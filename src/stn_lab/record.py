@@ -182,7 +182,11 @@ class RunRecorder(L.Callback):
             if (checkpoint_io := _atomic_io(trainer)) is not None:
                 checkpoint_io.release()  # the old record's checkpoint, now replaced
             artefacts = [self.path / METRICS, *sorted(self.path.glob("*.png"))]
-            publish_artifacts(trainer.loggers, self.path, artefacts)
+            try:
+                publish_artifacts(trainer.loggers, self.path, artefacts)
+            except Exception as err:  # the run completed and says so; only the copies failed
+                log.error("the loggers could not store the record and pictures (they are in %s): "
+                          "%s", self.path, first_line(err))  # fmt: skip
         return record
 
     def interrupted(self, trainer: L.Trainer, name: str) -> None:
