@@ -30,6 +30,7 @@ from stn_lab.build import build
 from stn_lab.config_path import CONFIG_DIR, compose_config
 from stn_lab.errors import user_error_message
 from stn_lab.instantiators import MissingExtra, build_callbacks
+from stn_lab.lightning_private import HOOK_NAME
 from stn_lab.loggers import build_loggers
 from stn_lab.module import ClassifierModule
 from stn_lab.train import train
@@ -192,8 +193,8 @@ def test_hook_name_is_a_plain_attribute_and_other_assignments_still_register():
         network={"_target_": "torch.nn.Identity"}, optimizer={"_target_": "torch.optim.SGD"},
         num_classes=3,
     )  # fmt: skip
-    module._current_fx_name = "training_step"  # what Lightning assigns around every hook
-    assert module.__dict__["_current_fx_name"] == "training_step"
+    setattr(module, HOOK_NAME, "training_step")  # what Lightning assigns around every hook
+    assert module.__dict__[HOOK_NAME] == "training_step"
     module.extra = torch.nn.Linear(2, 2)  # nn.Module's bookkeeping for everything else
     module.scale = torch.nn.Parameter(torch.ones(1))
     assert "extra" in module._modules and "scale" in module._parameters

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from stn_lab.lightning_private import (
+    HOOK_NAME,
     VAL_PROGRESS,
     epochs_trained,
     rerun_cut_validation,
@@ -22,9 +23,11 @@ class Recorder(L.LightningModule):
         super().__init__()
         self.layer = torch.nn.Linear(2, 2)
         self.said: list[tuple[int, bool]] = []
+        self.hooks: list[str] = []
 
     def training_step(self, batch, batch_idx):
         self.said.append((self.global_step, should_update_logs(self.trainer)))
+        self.hooks.append(getattr(self, HOOK_NAME))
         self.log("loss", 0.0)
         return self.layer(batch[0]).sum()
 
@@ -101,3 +104,16 @@ def test_epochs_trained_counts_an_epoch_whose_end_hooks_run_as_the_resume_does(t
     module = Recorder()
     L.Trainer(max_epochs=4, **settings).fit(module, data, ckpt_path=tmp_path / "end.ckpt")
     assert len(module.said) == 2 * 3  # epochs 3 and 4 trained, three steps each
+
+
+def test_lightning_names_the_hook_it_is_in_through_hook_name(tmp_path):
+    """If Lightning renamed the attribute, ClassifierModule's fast path would silently stop
+    applying: here the attribute would no longer say "training_step"."""
+    data = DataLoader(TensorDataset(torch.zeros(3, 2)), batch_size=1)
+    module = Recorder()
+    trainer = L.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, data)
+    assert module.hooks == ["training_step"] * 3

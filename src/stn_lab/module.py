@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from stn_lab.errors import ConfigError, UserError
-from stn_lab.lightning_private import should_update_logs
+from stn_lab.lightning_private import HOOK_NAME, should_update_logs
 from stn_lab.models.stn import step_health
 
 FAULT_ACTIONS = ("stop", "skip", "off")
@@ -147,11 +147,10 @@ class ClassifierModule(L.LightningModule):
         self._test_outputs: list[tuple[torch.Tensor, ...]] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning records the hook it is in by assigning _current_fx_name before and after
-        # every hook, about 40 times a training step. nn.Module.__setattr__ first searches the
-        # parameters, buffers and submodules for the name; a string needs none of that
-        # (measured in bench/results.md).
-        if name == "_current_fx_name":
+        # Lightning records the hook it is in (HOOK_NAME) before and after every hook, about 40
+        # times a training step. nn.Module.__setattr__ first searches the parameters, buffers
+        # and submodules for the name; a string needs none of that (bench/results.md).
+        if name == HOOK_NAME:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stn_lab.errors import UserError
+from stn_lab.errors import UserError, first_line
 
 IDX_DTYPES = {0x08: np.uint8}
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -165,7 +165,7 @@ def torchvision_download(name: str, root: Path) -> str | None:
         for train in (True, False):
             dataset_cls[name](root=str(root), train=train, download=True)
     except Exception as err:  # network errors come in many types; all mean "not downloaded"
-        return f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return first_line(err, limit=200)
     return None
 
 

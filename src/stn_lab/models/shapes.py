@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stn_lab.errors import ConfigError
+from stn_lab.errors import ConfigError, first_line
 
 
 class InputSizeError(ConfigError):
@@ -20,7 +20,7 @@ def output_shape(module: nn.Module, in_channels: int, image_size: int) -> tuple[
     except RuntimeError as err:
         raise ConfigError(
             f"a {image_size}px, {in_channels}-channel input does not fit {type(module).__name__}"
-            f" layers: {str(err).splitlines()[0]}"
+            f" layers: {first_line(str(err))}"
         ) from None
     return tuple(out.shape[1:])
 
