@@ -186,7 +186,7 @@ def test_the_user_cache_is_where_the_default_paths_point(monkeypatch, tmp_path, 
     [
         ("stn-train", "stn-train (python -m stn_lab.train): train one classifier, with or"),
         ("stn-evaluate", "python -m stn_lab.evaluate: score a trained checkpoint."),
-        ("stn-compare", "usage: "),
+        ("stn-compare", "usage: stn-compare [-h]"),
     ],
 )
 @pytest.mark.slow
@@ -198,6 +198,8 @@ def test_console_scripts_run_the_apps_and_explain_them(tmp_path, script, first_l
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(first_line)
+    if script == "stn-compare":  # argparse: the usage line, then the description
+        assert "\n\nAggregate finished runs over seeds, tabulate them" in result.stdout
 
 
 @pytest.mark.slow

@@ -25,8 +25,9 @@ def default_logs() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    script = Path(sys.argv[0]).name  # the console script, or __main__.py under python -m
     parser = argparse.ArgumentParser(
-        prog="python -m stn_lab.compare",
+        prog=script if script == "stn-compare" else "python -m stn_lab.compare",
         description="Aggregate finished runs over seeds, tabulate them, plot them and test "
         "the differences between groups whose labels differ in one setting (paired t over "
         f"shared seeds, else Welch; {100 * CONFIDENCE:.0f}% CI; Holm across pairs; a verdict "
