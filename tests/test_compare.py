@@ -921,3 +921,38 @@ def test_tex_escapes_config_keys_and_comparison_signs(tmp_path: Path) -> None:
 def test_manifest_of_no_completed_runs_says_so() -> None:
     empty = groups.Table(groups=[], names=[], fixed={})
     assert notes.manifest_text(empty) == "Variance: no completed runs to describe."
+
+
+def test_round_trip_from_records_train_writes(tmp_path, tiny_run):
+    """The fast twin of test_compare_cli's round trip: four tiny runs written by ``train()``
+    itself (CNN and STN, seeds 0 and 1), then ``compare``; its groups and numbers are the
+    records' own accuracies, averaged and differenced by hand."""
+    from omegaconf import OmegaConf
+
+    from stn_lab.compare.cli import main
+    from stn_lab.config_path import compose_config
+    from stn_lab.train import train
+
+    accs: dict[str, list[float]] = {"cnn": [], "stn": []}
+    for n, (model, seed) in enumerate([(m, s) for m in accs for s in (0, 1)]):
+        asked = [f"model={model}", f"seed={seed}"]
+        overrides = [*asked, *tiny_run, "data.num_train=128", "trainer.max_epochs=1",
+                     "~callbacks.artefacts"]  # fmt: skip
+        hydra = compose_config(overrides, return_hydra_config=True).hydra
+        choices = OmegaConf.to_container(hydra.runtime.choices)
+        done = train(compose_config(overrides), tmp_path / "sweep" / str(n), choices, asked)
+        accs[model].append(done["test"]["acc"])
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    rows = {r["group"]: r for r in read_csv(out / "compare.csv")}
+    assert set(rows) == {"model=cnn", "model=stn"}
+    for model, values in accs.items():
+        row = rows[f"model={model}"]
+        assert (row["n"], row["seeds"]) == ("2", "0;1")
+        assert float(row["test_acc_mean"]) == pytest.approx(sum(values) / 2)
+        assert float(row["test_acc_std"]) == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    (diff,) = read_csv(out / "differences.csv")
+    assert (diff["a_group"], diff["b_group"], diff["varied"]) == ("model=cnn", "model=stn", "model")
+    assert diff["confounded"] == "false" and diff["test"] == "paired t"
+    expected = (sum(accs["stn"]) - sum(accs["cnn"])) / 2
+    assert float(diff["diff"]) == pytest.approx(expected)

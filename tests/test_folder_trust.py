@@ -90,9 +90,7 @@ def test_a_sweep_with_another_seed_into_an_earlier_sweeps_folder_is_refused(tmp_
 
 # ------------------------------------------------------------------ 2. a copied run folder
 @pytest.mark.slow
-def test_a_copied_run_continues_in_its_new_place_and_leaves_the_original_alone(
-    tmp_path, train_run
-):
+def test_a_copied_run_continues_in_its_new_place_and_leaves_the_original_alone(tmp_path, train_run):
     """``mode=min`` on val/acc keeps the first epoch's checkpoint, whose absolute path in the
     copied ``last.ckpt`` is under the original (which still exists): the continued copy must
     test its own copy of that file, and name nothing under the original."""
