@@ -68,7 +68,7 @@ def test_a_sweep_with_failed_jobs_exits_1_and_says_which(tmp_path, train_run):
                         f"paths.data_dir={tmp_path / 'empty'}"])  # fmt: skip
     assert result.returncode == 1, result.stdout
     (summary,) = [line for line in result.stdout.splitlines() if "sweep: " in line]
-    assert re.search(r"sweep: 2 jobs: 2 failed \(jobs 0, 1\) in .*multiruns", summary)
+    assert re.search(r"sweep: 2 jobs: 0 completed, 2 failed \(jobs 0, 1\) in .*multiruns", summary)
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_a_rerun_of_a_sweep_with_other_settings_keeps_its_multirun_yaml(tmp_path
     again = train_run(["-m", "model=cnn", "trainer.max_epochs=1", "optimizer.lr=0.01",
                        f"hydra.sweep.dir={sweep}"])  # fmt: skip
     assert again.returncode == 1, again.stdout
-    assert "sweep: 1 jobs: 1 refused (jobs 0)" in again.stdout
+    assert "sweep: 1 job: 0 completed, 0 failed, 1 refused (jobs 0)" in again.stdout
     assert (sweep / "multirun.yaml").read_bytes() == kept
 
 
@@ -235,3 +235,34 @@ def test_devices_auto_counts_the_gpus_lightning_would_take(monkeypatch, args, gp
             check_processes(trainer)
     else:
         check_processes(trainer)
+
+
+@pytest.mark.parametrize(
+    "statuses, line",
+    [
+        (["completed", "skipped"], "2 jobs: 1 completed, 1 skipped, 0 failed in {}"),
+        (["failed"], "1 job: 0 completed, 1 failed (jobs 0) in {}"),
+        (
+            ["completed", "refused", "failed"],
+            "3 jobs: 1 completed, 1 failed, 1 refused (jobs 1, 2) in {}",
+        ),
+    ],
+)
+def test_a_sweep_ends_with_one_line_counting_completed_and_failed_jobs(
+    tmp_path, caplog, monkeypatch, statuses, line
+):
+    from omegaconf import OmegaConf
+
+    from stn_lab import sweep_summary
+
+    monkeypatch.setattr(sweep_summary, "FAILED_JOBS", [])
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    summary = sweep_summary.SweepSummary()
+    summary.on_multirun_start(config)
+    for num, status in enumerate(statuses):
+        sweep_summary.note_outcome(tmp_path, num, tmp_path / str(num), status)
+    caplog.set_level("INFO", logger="stn_lab")
+    summary.on_multirun_end(config)
+    assert [r.getMessage() for r in caplog.records] == [f"sweep: {line.format(tmp_path)}"]
+    bad = [str(tmp_path / str(n)) for n, s in enumerate(statuses) if s in ("failed", "refused")]
+    assert sweep_summary.FAILED_JOBS == bad

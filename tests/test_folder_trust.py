@@ -81,7 +81,7 @@ def test_a_sweep_with_another_seed_into_an_earlier_sweeps_folder_is_refused(tmp_
     for job, line in zip(jobs, errors, strict=True):
         assert f"{job} holds a completed run with other settings" in line, line
         assert "seed: 0 -> 1" in line, line
-    assert f"sweep: 2 jobs: 2 refused (jobs 0, 1) in {sweep}" in again.stdout
+    assert f"sweep: 2 jobs: 0 completed, 0 failed, 2 refused (jobs 0, 1) in {sweep}" in again.stdout
     assert "epoch 1/1 |" not in again.stdout  # nothing trained
     assert {job.name: snapshot(job) for job in jobs} == before
     assert [record_of(job)["seed"] for job in jobs] == [0, 0]

@@ -631,7 +631,7 @@ def test_cli_optuna_sweep_maximises_validation_accuracy_past_a_failed_trial(tmp_
     ])  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:]
     output = proc.stdout + proc.stderr
-    assert "sweep: 3 jobs: 2 completed, 1 refused (jobs 0)" in output
+    assert "sweep: 3 jobs: 2 completed, 0 failed, 1 refused (jobs 0)" in output
     assert "Failed experiment: Return value must be float-castable. Got 'None'." in output
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

@@ -3,7 +3,7 @@
 Each job notes its outcome (``completed``, ``skipped``, ``failed``, ``refused``) in
 ``<sweep>/.jobs/<num>.json``, a file per job so that parallel launchers (joblib, SLURM) need no
 shared state. :class:`SweepSummary`, a Hydra callback in the launching process, prints one line
-when the sweep ends (``4 jobs: 2 completed, 2 failed (0, 3) in logs/multiruns/...``) and keeps
+when the sweep ends (``4 jobs: 2 completed, 2 failed (jobs 0, 3) in logs/multiruns/...``) and keeps
 the failures in :data:`FAILED_JOBS`, from which ``python -m stn_lab.train`` sets a non-zero exit
 status. A re-run whose every job was refused leaves the sweep's ``multirun.yaml`` as it was.
 """
@@ -67,7 +67,8 @@ class SweepSummary(Callback):
         if self._kept_multirun is not None and counts["refused"] and not trained:
             atomic_write(sweep_dir / "multirun.yaml", self._kept_multirun)  # this sweep's files
         parts = [f"{counts[s]} {s}" for s in ("completed", "skipped", "failed", "refused")
-                 if counts[s]]  # fmt: skip
+                 if counts[s] or s in ("completed", "failed")]  # fmt: skip
         where = f" (jobs {', '.join(map(str, bad))})" if bad else ""
-        line = f"{len(outcomes)} jobs: {', '.join(parts) or 'none ran'}{where} in {sweep_dir}"
+        jobs = f"{len(outcomes)} job{'s' * (len(outcomes) != 1)}"
+        line = f"{jobs}: {', '.join(parts)}{where} in {sweep_dir}"
         (log.error if bad else log.info)("sweep: %s", line)
