@@ -126,7 +126,9 @@ def test_truncated_last_checkpoint_on_resume_is_one_line_naming_it(train_cli, tm
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_path, signum, code):
     args = ["trainer.max_epochs=200", "checkpoint_every_n_steps=0", "hydra.run.dir=run"]
-    proc = train_cli(args)
+    # The run handles the signal as a shell's foreground job does, even where the suite runs in
+    # the background (where the shell has it start with SIGINT ignored).
+    proc = train_cli(args, preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     csv_file = tmp_path / "run" / "csv" / "metrics.csv"
     deadline = time.time() + 120
     while not csv_file.exists() and time.time() < deadline:  # the first epoch has ended
@@ -156,6 +158,30 @@ def test_signal_saves_last_ckpt_records_interrupted_and_resumes(train_cli, tmp_p
     assert done["resumes"] == [
         {"step": interrupted["step"], "changed": {"trainer.max_epochs": [200, budget]}}
     ]
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test (a process started in the background, as some
+    CI runners start the suite, inherits an ignored SIGINT), then the one before."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    from stn_lab.checkpointing import CtrlC
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # nohup, a background job
+    try:
+        with CtrlC():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with CtrlC() as ctrl_c:
+            assert signal.getsignal(signal.SIGINT) == ctrl_c._press
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 class CtrlCAt(L.Callback):
@@ -195,7 +221,7 @@ class CtrlCAt(L.Callback):
     ],
 )
 def test_ctrl_c_anywhere_in_an_epoch_resumes_with_every_epoch_once(
-    tmp_path, tiny_run, monkeypatch, caplog, hook, batch
+    tmp_path, tiny_run, monkeypatch, caplog, ctrl_c_raises, hook, batch
 ):
     """Wherever Ctrl-C lands, the interrupted run and its resume together train and validate
     every epoch exactly once, and the record counts the epochs the resume then skips."""

@@ -150,7 +150,10 @@ class CtrlC:
         self._previous = None
 
     def __enter__(self) -> CtrlC:
-        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        # Only the main thread may set handlers; an ignored SIGINT (nohup, a background job)
+        # stays ignored.
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._press)
         return self
 
