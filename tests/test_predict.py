@@ -35,6 +35,8 @@ def test_raw_test_images_get_the_predictions_the_run_recorded(trained):
     # Scaled to [0, 1], or without the channel axis: the same classes.
     assert module.predict(images.float() / 255).tolist() == recorded["pred"].tolist()
     assert module.predict(images[:, 0]).tolist() == recorded["pred"].tolist()
+    one = module.predict(images[5, 0])  # a single [H, W] image: a batch of one class
+    assert one.tolist() == [int(recorded["pred"][5])]
     assert module.training  # its own mode is restored
 
 
