@@ -39,19 +39,20 @@ def test_a_command_hydra_would_not_run_as_asked_is_one_line(tmp_path, train_run,
     assert not (tmp_path / "logs").exists()
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (["seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
-        (["trainer.devices=3"], "trainer.devices=3 starts several processes: use trainer=ddp"),
-        (["+trainer.max_epoch=1"],
-         "trainer.max_epoch is not a Lightning Trainer argument (did you mean "
-         "trainer.max_epochs?)"),
-        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/accuracy"],
-         "callbacks.early_stopping.monitor=val/accuracy is never logged: monitor one of "
-         + ", ".join(ClassifierModule.LOGGED)),
-    ],
-)  # fmt: skip
+#: Settings refused before anything is built: the overrides, and the one line that says why.
+REFUSED_SETTINGS = [
+    (["seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
+    (["trainer.devices=3"], "trainer.devices=3 starts several processes: use trainer=ddp"),
+    (["+trainer.max_epoch=1"],
+     "trainer.max_epoch is not a Lightning Trainer argument (did you mean trainer.max_epochs?)"),
+    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/accuracy"],
+     "callbacks.early_stopping.monitor=val/accuracy is never logged: monitor one of "
+     + ", ".join(ClassifierModule.LOGGED)),
+]  # fmt: skip
+REFUSED_IDS = ["seed", "devices", "typo", "monitor"]
+
+
+@pytest.mark.parametrize("args, expected", REFUSED_SETTINGS, ids=REFUSED_IDS)
 @pytest.mark.slow
 def test_settings_that_cannot_train_as_asked_are_one_line(tmp_path, train_run, args, expected):
     run = tmp_path / "run"

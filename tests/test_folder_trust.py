@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_command_line import REFUSED_IDS, REFUSED_SETTINGS
 from test_record import record_of, snapshot
 from test_trust import one_line_error
 
@@ -124,19 +125,7 @@ def test_a_copied_run_continues_in_its_new_place_and_leaves_the_original_alone(t
 
 # ------------------------------------------------------------------ 3. refusals change nothing
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (["seed=-1"], "seed must be a whole number from 0 to 4294967295, got -1"),
-        (["trainer.devices=3"], "trainer.devices=3 starts several processes: use trainer=ddp"),
-        (["+trainer.max_epoch=1"],
-         "trainer.max_epoch is not a Lightning Trainer argument (did you mean "
-         "trainer.max_epochs?)"),
-        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/accuracy"],
-         "callbacks.early_stopping.monitor=val/accuracy is never logged"),
-    ],
-    ids=["seed", "devices", "typo", "monitor"],
-)  # fmt: skip
+@pytest.mark.parametrize("args, expected", REFUSED_SETTINGS, ids=REFUSED_IDS)
 def test_a_refused_setting_into_a_completed_run_changes_nothing(
     tmp_path, train_cli, train_run, args, expected
 ):
