@@ -345,3 +345,43 @@ def test_a_logger_that_cannot_store_the_artefacts_leaves_a_completed_record(
     (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert line.startswith("the loggers could not store the record and pictures")
     assert line.endswith("Permission denied: 'mlruns/artifacts'")
+
+
+def test_a_full_disk_while_writing_metrics_json_leaves_a_failed_record_naming_it(
+    tmp_path, tiny_run, monkeypatch
+):
+    """The disk fills while metrics.json itself is written (predictions.npy fit): the run
+    ends with exit 2 and a failed record that names the file, written once the reserve is
+    released; neither new file is swapped in. Through ``run_job``, the job the command line
+    runs, with Hydra's runtime faked (the command-line twin fills the disk at predictions.npy)."""
+    import errno
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+
+    from stn_lab import record
+    from stn_lab.config_path import compose_config
+    from stn_lab.train import run_job
+
+    def full_disk_for_the_record(path, data):
+        if Path(path).name == ".metrics.json.new":  # the completed record, staged
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    write = record.atomic_write
+    monkeypatch.setattr(record, "atomic_write", full_disk_for_the_record)
+    overrides = [*tiny_run, "model=cnn", "trainer.max_epochs=1"]
+    cfg = compose_config(overrides)
+    runtime = SimpleNamespace(choices={"model": "cnn"})
+    hydra = SimpleNamespace(mode=RunMode.RUN, runtime=runtime,
+                            overrides=SimpleNamespace(task=overrides))  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        run_job(cfg, hydra, tmp_path)
+    assert exit_.value.code == 2
+    failed = record_of(tmp_path)
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        f"could not write {tmp_path / 'metrics.json'}: OSError: [Errno 28] No space left on device"
+    )
+    assert not (tmp_path / "predictions.npy").exists()  # swapped in only with its record
+    assert not list(tmp_path.glob(".*.new")) and not (tmp_path / record.RESERVE).exists()
