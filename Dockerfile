@@ -8,4 +8,6 @@ COPY pyproject.toml README.md Makefile ./
 COPY src ./src
 COPY conf ./conf
 RUN make install
+# Data in the mounted /app/data (it would otherwise go to the container's ~/.cache/stn_lab).
+ENV STN_LAB_DATA=/app/data
 ENTRYPOINT [".venv/bin/python", "-m", "stn_lab.train"]
