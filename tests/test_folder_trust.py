@@ -16,8 +16,6 @@ command, the record's own numbers, or facts worked out by hand (64 test images, 
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import os
 import resource
 import shutil
@@ -29,7 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 from test_command_line import REFUSED_IDS, REFUSED_SETTINGS
-from test_record import record_of, snapshot
+from test_compare_helpers import read_csv
+from test_record import digests, record_of, snapshot
 from test_trust import one_line_error
 
 CNN = ["model=cnn", "trainer.max_epochs=1"]
@@ -38,11 +37,7 @@ NUM_TEST = 64  # data.num_test in conftest's _TINY_RUN
 
 def tree_digest(folder: Path) -> dict[str, str]:
     """Digest of every file under ``folder`` (a stricter :func:`snapshot`)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return digests(folder, folder.rglob("*"))
 
 
 def evaluate(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -52,11 +47,6 @@ def evaluate(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProces
         [sys.executable, "-m", "stn_lab.evaluate", *args], cwd=cwd, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300, **kwargs,
     )  # fmt: skip
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------ 1. a sweep into a sweep
@@ -159,7 +149,7 @@ def test_evaluate_scores_the_runs_own_data_and_distortion_by_default(tmp_path, t
         in full.stdout
     )
     score = run / "score_synthetic_RTS.csv"
-    assert read_rows(score) == [
+    assert read_csv(score) == [
         {"model": "cnn", "data": "synthetic", "distortion": "RTS", "images": str(NUM_TEST),
          "accuracy": f"{acc:.6f}"}
     ]  # fmt: skip
@@ -167,7 +157,7 @@ def test_evaluate_scores_the_runs_own_data_and_distortion_by_default(tmp_path, t
 
     limited = evaluate([f"ckpt_path={run / recorded['best_checkpoint']}", "limit=10"], tmp_path)
     assert limited.returncode == 0, limited.stdout
-    (row,) = read_rows(run / "score_synthetic_RTS_limit10.csv")
+    (row,) = read_csv(run / "score_synthetic_RTS_limit10.csv")
     assert (row["distortion"], row["images"]) == ("RTS", "10")
     assert float(row["accuracy"]) * 10 == pytest.approx(round(float(row["accuracy"]) * 10))
     assert score.read_bytes() == full_bytes  # the full result stays

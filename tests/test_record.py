@@ -29,14 +29,19 @@ def epoch_metrics(run: Path, key: str) -> dict[int, float]:
         return {int(r["epoch"]): float(r[key]) for r in csv.DictReader(fh) if r.get(key)}
 
 
-def snapshot(run: Path) -> dict[str, str]:
-    """Digest of every file a refusal must leave alone: the record, .hydra and checkpoints."""
-    files = [run / "metrics.json", *run.glob(".hydra/**/*"), *run.glob("checkpoints/*")]
+def digests(root: Path, files) -> dict[str, str]:
+    """``{path under root: sha256}`` of the regular files among ``files``."""
     return {
-        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(files)
         if p.is_file()
     }
+
+
+def snapshot(run: Path) -> dict[str, str]:
+    """Digest of every file a refusal must leave alone: the record, .hydra and checkpoints."""
+    kept = [run / "metrics.json", *run.glob(".hydra/**/*"), *run.glob("checkpoints/*")]
+    return digests(run, kept)
 
 
 def refused(result) -> str:

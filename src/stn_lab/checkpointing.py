@@ -169,7 +169,8 @@ class CtrlC:
         self.pressed = True
         log.warning("Ctrl-C: stopping after this step (Ctrl-C again stops at once)")
         notes = logging.getLogger(type(stop).__module__)  # its "Received SIGTERM" would mislead
-        notes.disabled, was = True, notes.disabled
+        was = notes.disabled
+        notes.disabled = True
         try:
             stop(signal.SIGTERM, frame)
         finally:
