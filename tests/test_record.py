@@ -39,8 +39,10 @@ def digests(root: Path, files) -> dict[str, str]:
 
 
 def snapshot(run: Path) -> dict[str, str]:
-    """Digest of every file a refusal must leave alone: the record, .hydra and checkpoints."""
-    kept = [run / "metrics.json", *run.glob(".hydra/**/*"), *run.glob("checkpoints/*")]
+    """Digest of every file a refusal must leave alone: the record, its log, .hydra and
+    checkpoints."""
+    kept = [run / "metrics.json", run / "train.log", *run.glob(".hydra/**/*"),
+            *run.glob("checkpoints/*")]  # fmt: skip
     return digests(run, kept)
 
 
@@ -183,6 +185,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_changes_nothing(
     hydra_files = {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")}
     line = refused(train_run(["model=stn", "trainer.max_epochs=1", f"hydra.run.dir={run}"]))
     assert "in use by another run" in line
+    assert "in use by another run" not in (run / "train.log").read_text()
     assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")} == hydra_files
     assert first.poll() is None, "the first run must still be running for this test to mean it"
     first.send_signal(signal.SIGTERM)  # the first run ends as it would, under its own name
@@ -360,13 +363,8 @@ def test_a_full_disk_while_writing_metrics_json_leaves_a_failed_record_naming_it
     released; neither new file is swapped in. Through ``run_job``, the job the command line
     runs, with Hydra's runtime faked (the command-line twin fills the disk at predictions.npy)."""
     import errno
-    from types import SimpleNamespace
-
-    from hydra.types import RunMode
 
     from stn_lab import record
-    from stn_lab.config_path import compose_config
-    from stn_lab.train import run_job
 
     def full_disk_for_the_record(path, data):
         if Path(path).name == ".metrics.json.new":  # the completed record, staged
@@ -375,13 +373,8 @@ def test_a_full_disk_while_writing_metrics_json_leaves_a_failed_record_naming_it
 
     write = record.atomic_write
     monkeypatch.setattr(record, "atomic_write", full_disk_for_the_record)
-    overrides = [*tiny_run, "model=cnn", "trainer.max_epochs=1"]
-    cfg = compose_config(overrides)
-    runtime = SimpleNamespace(choices={"model": "cnn"})
-    hydra = SimpleNamespace(mode=RunMode.RUN, runtime=runtime,
-                            overrides=SimpleNamespace(task=overrides))  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
-        run_job(cfg, hydra, tmp_path)
+        job([*tiny_run, "model=cnn", "trainer.max_epochs=1"], tmp_path)
     assert exit_.value.code == 2
     failed = record_of(tmp_path)
     assert failed["status"] == "failed"
@@ -390,3 +383,82 @@ def test_a_full_disk_while_writing_metrics_json_leaves_a_failed_record_naming_it
     )
     assert not (tmp_path / "predictions.npy").exists()  # swapped in only with its record
     assert not list(tmp_path.glob(".*.new")) and not (tmp_path / record.RESERVE).exists()
+
+
+def job(overrides: list[str], run: Path):
+    """``run_job`` on ``overrides`` in ``run``, the job the command line runs, with Hydra's
+    runtime faked (a single run)."""
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+
+    from stn_lab.config_path import compose_config
+    from stn_lab.train import run_job
+
+    runtime = SimpleNamespace(choices={"model": "cnn"})
+    hydra = SimpleNamespace(mode=RunMode.RUN, runtime=runtime,
+                            overrides=SimpleNamespace(task=overrides))  # fmt: skip
+    return run_job(compose_config(overrides), hydra, run)
+
+
+def test_train_log_keeps_only_the_lines_of_jobs_that_change_the_folder(tmp_path, tiny_run, caplog):
+    """Each command gets its own ``train.log`` handler, as Hydra gives it: a refused and a skipped
+    job add nothing to a completed run's log; a refusal that a new folder records is logged."""
+    import logging
+
+    from stn_lab.run_folder import HeldLogFile
+
+    caplog.set_level(logging.INFO)  # as Hydra's job logging sets it
+
+    def command(overrides: list[str], run: Path):
+        handler = HeldLogFile(run / "train.log")
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            return job([*tiny_run, "model=cnn", "trainer.max_epochs=1", *overrides], run)
+        except SystemExit as exit_:
+            return exit_.code
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    run = tmp_path / "run"
+    assert command([], run) == (pytest.approx(record_of(run)["best_val_acc"]), "completed")
+    trained = (run / "train.log").read_text()
+    assert "INFO test acc" in trained and "error" not in trained
+    assert command(["seed=1"], run) == 2  # refused: a completed run with another seed
+    assert command([], run)[1] == "skipped"
+    assert (run / "train.log").read_text() == trained
+
+    # In new folders: refused before anything is built, and failing while it is built.
+    refusals = [(["trainer.devices=3"], "trainer.devices=3 starts several processes"),
+                (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1")]  # fmt: skip
+    for overrides, error in refusals:
+        new = tmp_path / overrides[0]
+        assert command(overrides, new) == 2
+        assert record_of(new)["status"] == "failed"
+        assert (new / "train.log").read_text().splitlines()[-1].startswith(f"ERROR error: {error}")
+
+
+def test_a_held_log_writes_its_lines_in_order_once_released_and_none_once_dropped(tmp_path):
+    import logging
+
+    from stn_lab.run_folder import HeldLogFile
+
+    def lines(name: str, decide) -> str:
+        handler = HeldLogFile(tmp_path / name)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger(f"held.{name}")
+        logger.addHandler(handler)
+        logger.warning("one")
+        assert not (tmp_path / name).exists()  # held, no file yet
+        decide(handler)
+        logger.warning("two")
+        handler.close()
+        logger.removeHandler(handler)
+        path = tmp_path / name
+        return path.read_text() if path.exists() else None
+
+    assert lines("kept.log", HeldLogFile.keep_lines) == "one\ntwo\n"
+    assert lines("dropped.log", HeldLogFile.drop_lines) is None
+    assert lines("undecided.log", lambda handler: None) == "one\ntwo\n"  # written on close

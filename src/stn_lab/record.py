@@ -142,6 +142,7 @@ class RunRecorder(L.Callback):
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer, pl_module) -> None:
         self.trained = True
+        self.folder.job_log(keep=True)  # the job now changes the folder: its log goes in too
         # Continuing a completed run: its record names a best checkpoint, which stays until a
         # new record replaces it (a failed continuation leaves the old record true).
         named = (self.previous or {}).get("best_checkpoint") if self.keeps_previous else None

@@ -6,11 +6,16 @@ record writer) and ``.hydra/running/`` (the job that holds the folder's lock now
 command puts back the running job's files when another job holds the lock, else the recorded
 ones. The lock is an ``flock`` on ``<run>/.lock``, released by the kernel when its process ends,
 so a killed run never leaves the folder locked.
+
+Hydra also opens ``<run>/train.log`` before ``train`` runs; :class:`HeldLogFile` (its handler, set
+in ``conf/hydra/default.yaml``) holds a job's lines in memory until the job trains or records
+something, so a refused or skipped job adds nothing to the log of the run it was refused into.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -70,7 +75,9 @@ class RunFolder:
 
     def keep(self, which: str) -> None:
         """Copy the Hydra files of this job into ``.hydra/<which>/`` (``running`` or
-        ``recorded``)."""
+        ``recorded``). A recorded job's log lines go into ``train.log``."""
+        if which == RECORDED:
+            self.job_log(keep=True)
         if not self.hydra.is_dir():
             return
         keep = self.hydra / which
@@ -82,9 +89,51 @@ class RunFolder:
         """Put back the Hydra files that Hydra rewrote for a job that does not train: those of
         ``which`` (``running`` or ``recorded``), by default the running job's while another holds
         the lock, else the recorded job's (if any)."""
+        self.job_log(keep=False)
         which = which or (RUNNING if self.held_by_other else RECORDED)
         source = self.hydra / which
         if not source.is_dir() and which == RUNNING:
             source = self.hydra / RECORDED
         for path in source.glob("*.yaml"):
             shutil.copy2(path, self.hydra / path.name)
+
+    def job_log(self, keep: bool) -> None:
+        """Write this job's held log lines into the folder's log and go on writing (``keep``), or
+        forget them and write nothing more: the job leaves the folder as it was. Once written,
+        the log stays written."""
+        here = os.path.abspath(self.path)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, HeldLogFile) and os.path.dirname(handler.baseFilename) == here:
+                handler.keep_lines() if keep else handler.drop_lines()
+
+
+class HeldLogFile(logging.FileHandler):
+    """A log file that holds its lines until :meth:`keep_lines` (then writes them and every
+    later one) or :meth:`drop_lines` (then writes none). Lines still held when it closes are
+    written: a job that ended before it was accepted or refused (a bug) keeps its log.
+    (``release`` is the name of :class:`logging.Handler`'s lock, hence the longer names.)"""
+
+    def __init__(self, filename, mode="a", encoding=None, delay=True, errors=None):
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)  # no file yet
+        self.held: list[logging.LogRecord] | None = []
+        self.dropped = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            self.held.append(record)
+        elif not self.dropped:
+            super().emit(record)
+
+    def keep_lines(self) -> None:
+        with self.lock:
+            held, self.held = self.held, None
+            for record in held or ():
+                super().emit(record)
+
+    def drop_lines(self) -> None:
+        if self.held is not None:
+            self.held, self.dropped = None, True
+
+    def close(self) -> None:
+        self.keep_lines()
+        super().close()

@@ -317,10 +317,10 @@ def run_job(cfg: DictConfig, hydra_cfg, run_dir: Path) -> tuple[float | None, st
     except Exception as err:
         message = user_error_message(err)
         refused = recorder.config is None  # before it started: the folder stays as it was
-        if refused:
-            folder.restore()
         if not refused or (recorder.previous is None and not folder.held_by_other):
-            recorder.failed(message or first_line(err))
+            recorder.failed(message or first_line(err))  # a new folder records its refusal
+        else:
+            folder.restore()
         if message is None:
             if not multirun:
                 raise  # a bug: keep the traceback
