@@ -57,6 +57,37 @@ def test_rerun_with_other_settings_into_a_completed_folder_is_refused(train_cli,
     assert "already completed" in finish(same) and same.returncode == 0
 
 
+@pytest.mark.parametrize(
+    "scheduler, refused",
+    [(["scheduler=cosine"], "T_max"), (["scheduler=thirds"], "total_steps"),
+     (["scheduler=cosine", "scheduler.scheduler.T_max=50"], None), (["scheduler=step"], None),
+     ([], None)],
+)  # fmt: skip
+def test_a_resume_may_not_change_the_length_of_a_schedule_fitted_to_it(
+    tmp_path, tiny_run, scheduler, refused
+):
+    """Lengthening a cosine run whose T_max was its length keeps the old T_max (the scheduler's
+    state holds it): measured, its rate climbs back to the start by the new end. Refused; a
+    schedule of fixed length, or none, continues."""
+    from stn_lab.config_path import compose_config
+    from stn_lab.errors import UserError
+    from stn_lab.train import check_resume, compose
+
+    def config(epochs: int) -> dict:
+        overrides = [*tiny_run, "model=cnn", *scheduler, f"trainer.max_epochs={epochs}"]
+        return compose(compose_config(overrides), tmp_path)
+
+    last = tmp_path / "last.ckpt"
+    if refused is None:
+        assert check_resume(last, {"config": config(1)}, config(2)) == {
+            "trainer.max_epochs": (1, 2)
+        }
+    else:
+        with pytest.raises(UserError, match=rf"the scheduler's {refused} is the run's length"):
+            check_resume(last, {"config": config(1)}, config(2))
+    assert check_resume(last, {"config": config(1)}, config(1)) == {}  # an interrupted run resumes
+
+
 @pytest.mark.slow
 def test_resume_with_a_changed_hyperparameter_is_refused(train_cli, tmp_path):
     args = ["trainer.max_epochs=1", "hydra.run.dir=run", "checkpoint_every_n_steps=1"]

@@ -143,6 +143,16 @@ def not_resumable(changed: dict[str, tuple]) -> dict[str, tuple]:
     return {key: change for key, change in changed.items() if key not in RESUMABLE}
 
 
+def length_fitted_schedule(config: dict) -> str | None:
+    """The scheduler argument that a run's length fills in (``T_max`` of ``scheduler=cosine``,
+    ``total_steps`` of ``thirds``, when left null), else None. A resume that changes such a
+    run's length would keep the old value (the scheduler's state holds it) and so follow
+    neither its old schedule nor that of a new run of the new length."""
+    scheduler = config.get("scheduler") or {}
+    arg = scheduler.get("total_steps_arg")
+    return arg if arg and (scheduler.get("scheduler") or {}).get(arg) is None else None
+
+
 def is_debug_setting(name: str, value) -> bool:
     """Whether trainer setting ``name`` (one of :data:`DEBUG_FLAGS`) at ``value`` is a check."""
     if value is None or value is False:

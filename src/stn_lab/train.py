@@ -40,7 +40,13 @@ from stn_lab.loggers import log_config, restore_history
 from stn_lab.module import ClassifierModule
 from stn_lab.record import RunRecorder, trained_config
 from stn_lab.run_folder import RunFolder
-from stn_lab.run_record import RESUMABLE, debug_flags, identity_changes, not_resumable
+from stn_lab.run_record import (
+    RESUMABLE,
+    debug_flags,
+    identity_changes,
+    length_fitted_schedule,
+    not_resumable,
+)
 from stn_lab.settings import settle
 from stn_lab.sweep_summary import FAILED_JOBS, note_outcome
 
@@ -86,6 +92,12 @@ def check_resume(path: Path, trained: dict, config: dict) -> dict:
         raise UserError(
             f"cannot resume {path} with other settings ({describe(refused)}); only "
             f"{RESUMABLE_TEXT} may change on resume: start a new run for the rest"
+        )
+    if changed and (fitted := length_fitted_schedule(config)):
+        raise UserError(
+            f"cannot resume {path} with {describe(changed)}: the scheduler's {fitted} is the "
+            "run's length in steps, so the resumed run would follow neither its schedule nor a "
+            f"new run's: start a new run (a fixed scheduler.scheduler.{fitted} can be continued)"
         )
     return changed
 
