@@ -405,6 +405,7 @@ def test_main_writes_all_outputs(logs: Path, tmp_path: Path, capsys) -> None:
     assert next(r for r in diffs if r["varied"] == "transform")["verdict"] == "inconclusive"
 
     assert float(stn["test_acc_ci_low"]) == pytest.approx(0.91 - 4.302653 * 0.01 / math.sqrt(3))
+    assert float(stn["test_acc_ci_high"]) == pytest.approx(0.91 + 4.302653 * 0.01 / math.sqrt(3))
     assert float(model_row["p_holm"]) >= float(model_row["p"]) > 0
 
     tex = (out / "compare.tex").read_text()
@@ -727,6 +728,10 @@ def test_debug_flags_typed_and_from_v1_overrides() -> None:
     assert run_record.debug_flags(trainer) == ["limit_train_batches=5"]
     assert run_record.debug_flags({"fast_dev_run": True, "overfit_batches": 0.0}) == [
         "fast_dev_run"
+    ]
+    # Lightning reads an int as a batch count and a float as a fraction: 1 is one batch.
+    assert run_record.debug_flags({"limit_train_batches": 1, "limit_val_batches": 1.0}) == [
+        "limit_train_batches=1"
     ]
     v1_record = {"overrides": ["trainer.fast_dev_run=0", "trainer.overfit_batches=2", "seed=1"]}
     assert records._debug(v1_record) == ("overfit_batches=2",)

@@ -276,6 +276,15 @@ def test_distortion_rotates_a_marked_pixel_where_expected():
     assert (row, col) == (6, 4) and math.isclose(float(out.max()), 1.0, abs_tol=1e-5)
 
 
+def test_distortion_shifts_a_marked_pixel_right_and_down_by_whole_pixels():
+    # x shift +3 (right), y shift -5 (up): the pixel at row 10, column 12 lands at (5, 15).
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 10, 12] = 1.0
+    out = AffineDistortion().apply(image, torch.tensor([[0.0, 1.0, 3.0, -5.0]]))
+    row, col = divmod(int(out.flatten().argmax()), 28)
+    assert (row, col) == (5, 15) and math.isclose(float(out.max()), 1.0, abs_tol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -481,3 +490,15 @@ def test_tc_has_a_60px_canvas_and_six_clutter_patches():
     assert int((out[0] > 0.5).sum()) == 6 * 36
     assert int((out[1] > 0.5).sum()) == 28 * 28  # image 1's clutter comes from blank image 0
     assert torch.equal(out[1, 0, 16:44, 16:44], images[1, 0])  # placed whole, unresampled
+
+
+def test_clutter_keeps_the_brighter_pixel_where_patches_overlap_and_reaches_the_last_place():
+    """Two all-ones 4 px images on an 8 px canvas, every number 0.999: the image goes to the
+    last place (rows and columns 4-7) and both 2 px patches onto its corner, over it and each
+    other. Overlaps keep the brighter pixel (1), never a sum."""
+    distortion = ClutterDistortion(canvas=8, patches=2, patch_size=2)
+    params = torch.full((2, 2 + 5 * 2), 0.999)
+    out = distortion.apply(torch.ones(2, 1, 4, 4), params)
+    expected = torch.zeros(2, 1, 8, 8)
+    expected[..., 4:, 4:] = 1.0
+    assert torch.equal(out, expected)

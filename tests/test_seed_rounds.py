@@ -78,6 +78,13 @@ def test_only_completed_records_of_the_right_seed_count(tmp_path):
     assert runs == {"stn": {0: "stn_seed0"}, "fcn": {}, "cnn": {0: "cnn_seed0"}}
 
 
+def test_the_last_seed_of_the_budget_is_read_back(tmp_path):
+    last = PLAN.max_seeds - 1
+    write_job(tmp_path, "cnn", last, 0.5)
+    scores, runs = seed_rounds.read_scores(PLAN, tmp_path)
+    assert scores["cnn"] == {last: 50.0} and runs["cnn"] == {last: f"cnn_seed{last}"}
+
+
 def test_the_first_round_runs_every_arm_up_to_the_first_look_less_what_is_done(tmp_path):
     write_job(tmp_path, "cnn", 0, 0.5)
     write_job(tmp_path, "stn", 1, 0.7)

@@ -204,6 +204,10 @@ def test_decide_stops_at_the_first_crossing_and_keeps_that_verdict():
     assert out.done and c.next_look is None and c.seeds_needed is None
     flipped = sequential.decide({"stn": arm, "cnn": base}, "cnn", None, larger_is_better=False)
     assert flipped.comparisons["stn"].decision == "worse"
+    # The look reports the arm's lead as measured (arm - baseline), whichever way is better.
+    first = flipped.comparisons["stn"].looks[0]
+    assert first["mean_difference"] == pytest.approx(np.mean(d[:3]))
+    assert first["t"] == pytest.approx(stats.ttest_1samp(d[:3], 0).statistic)
 
 
 def test_decide_pairs_by_seed():
