@@ -267,3 +267,41 @@ def test_a_sweep_ends_with_one_line_counting_completed_and_failed_jobs(
     assert [r.getMessage() for r in caplog.records] == [f"sweep: {line.format(tmp_path)}"]
     bad = [str(tmp_path / str(n)) for n, s in enumerate(statuses) if s in ("failed", "refused")]
     assert sweep_summary.FAILED_JOBS == bad
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (["seed=4294967295"], None),  # numpy's and Lightning's largest seed
+        (["seed=4294967296"], "seed must be a whole number from 0 to 4294967295"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
+        (["trainer.max_epochs=0", "trainer.max_steps=5"], None),  # a step budget trains
+        (["trainer.devices=2", "+trainer.num_nodes=2"], "starts several processes"),
+    ],
+)
+def test_settings_at_their_edges(tmp_path, args, refused):
+    """Each edge worked by hand from what Lightning and numpy accept."""
+    from stn_lab.config_path import compose_config
+    from stn_lab.errors import UserError
+    from stn_lab.settings import process_count, settle
+
+    cfg = compose_config(["data=synthetic", "model=cnn", *args])
+    if refused is None:
+        settle(cfg)
+    else:
+        with pytest.raises(UserError, match=refused):
+            settle(cfg)
+    if "+trainer.num_nodes=2" in args:
+        assert process_count(cfg.trainer) == 4
+
+
+@pytest.mark.parametrize("clip, fused", [(0, True), (0.0, True), (None, True), (0.5, False)])
+def test_only_real_clipping_unfuses_the_optimiser_under_mixed_precision(clip, fused):
+    from stn_lab.config_path import compose_config
+    from stn_lab.settings import adapt_optimizer
+
+    clip_value = "null" if clip is None else clip
+    cfg = compose_config(["model=cnn", "trainer.precision=bf16-mixed", "optimizer.fused=true",
+                          f"trainer.gradient_clip_val={clip_value}"])  # fmt: skip
+    adapt_optimizer(cfg)
+    assert cfg.optimizer.fused is fused
