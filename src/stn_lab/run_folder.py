@@ -131,8 +131,9 @@ class HeldLogFile(logging.FileHandler):
                 super().emit(record)
 
     def drop_lines(self) -> None:
-        if self.held is not None:
-            self.held, self.dropped = None, True
+        with self.lock:  # as emit and keep_lines: no line slips between the two fields
+            if self.held is not None:
+                self.held, self.dropped = None, True
 
     def close(self) -> None:
         self.keep_lines()

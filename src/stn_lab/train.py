@@ -330,7 +330,7 @@ def run_job(cfg: DictConfig, hydra_cfg, run_dir: Path) -> tuple[float | None, st
         message = user_error_message(err)
         refused = recorder.config is None  # before it started: the folder stays as it was
         if not refused or (recorder.previous is None and not folder.held_by_other):
-            recorder.failed(message or first_line(err))  # a new folder records its refusal
+            recorder.failed(message or first_line(err))  # started, or a new folder
         else:
             folder.restore()
         if message is None:
